@@ -1,0 +1,327 @@
+"""The ``bootkit`` command line: graph, steps, why, start, and commands plugins add.
+
+Exit status: 0 ok; 1 a step failed to start, stop or keep running; 2 a user error
+(command line, configuration, plugin or graph), printed as one line on stderr;
+3 a second signal cut the shutdown short.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from types import FrameType
+from typing import Any
+
+import click
+
+from bootkit import log as logsetup
+from bootkit.config import (
+    CORE_OPTIONS,
+    LOG_FORMATS,
+    LOG_LEVELS,
+    Option,
+    Settings,
+    Sources,
+    build_settings,
+)
+from bootkit.errors import BootkitError, StartError
+from bootkit.kernel import EXIT_COLD, EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+
+PLAN_COMMANDS = ("graph", "steps", "why", "start")
+
+
+class Session:
+    """What one invocation needs, loaded once and only when a command asks for it."""
+
+    def __init__(self, group_params: dict[str, Any]) -> None:
+        self.group_params = {k: v for k, v in group_params.items() if v not in (None, ())}
+        self._sources: Sources | None = None
+        self._plugins: Any = None
+
+    @property
+    def sources(self) -> Sources:
+        if self._sources is None:
+            self._sources = Sources.read(self.group_params.get("config"))
+        return self._sources
+
+    @property
+    def plugins(self) -> Any:
+        """The loaded `bootkit.plugins.Plugins` (imported lazily: plugin loading is costly)."""
+        if self._plugins is None:
+            from bootkit import plugins
+
+            early = build_settings(self.sources, self.group_params)
+            logsetup.configure(early.log_level, early.log_format)
+            self._plugins = plugins.load(early)
+        return self._plugins
+
+    def options(self) -> list[Option]:
+        result: list[Option] = self.plugins.options()
+        return result
+
+    def settings(self, command_params: dict[str, Any]) -> Settings:
+        merged = {**self.group_params, **{k: v for k, v in command_params.items() if v is not None}}
+        settings = build_settings(self.sources, merged, self.options(), check_unknown=True)
+        logsetup.configure(settings.log_level, settings.log_format)
+        self.plugins.manager.hook.bootkit_configure(settings=settings)
+        return settings
+
+    def plan(self, settings: Settings) -> Any:
+        from bootkit.graph import resolve
+
+        return resolve(self.plugins.steps(), settings)
+
+
+def _click_option(option: Option) -> click.Option:
+    decls = [option.flag] + ([option.short] if option.short else [])
+    kwargs: dict[str, Any] = {"help": option.help, "default": None, "metavar": option.metavar}
+    if option.type is bool:
+        decls = [f"{option.flag}/--no-{option.flag[2:]}"]
+        kwargs.pop("metavar")
+    elif option.choices:
+        kwargs["type"] = click.Choice(option.choices)
+    else:
+        kwargs["type"] = option.type
+    return click.Option(decls, option.name, multiple=option.multiple, **kwargs)
+
+
+def _plan_params(session: Session | None) -> list[click.Parameter]:
+    params: list[click.Parameter] = [
+        _click_option(CORE_OPTIONS[1]),  # --without
+        click.Option(
+            ["--serial-start/--no-serial-start"],
+            "serial_start",
+            default=None,
+            help="Start steps one at a time instead of by waves.",
+        ),
+        click.Option(
+            ["--loglevel", "log_level"],
+            type=click.Choice(LOG_LEVELS),
+            default=None,
+            help="Log level (overrides the global option).",
+        ),
+        click.Option(
+            ["--log-format", "log_format"],
+            type=click.Choice(LOG_FORMATS),
+            default=None,
+            help="Log format (overrides the global option).",
+        ),
+    ]
+    if session is not None:
+        params += [_click_option(o) for o in session.options()]
+    return params
+
+
+def _split(params: dict[str, Any], keys: Sequence[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    own = {k: params.pop(k) for k in keys if k in params}
+    return own, params
+
+
+def _graph(session: Session, params: dict[str, Any]) -> None:
+    from bootkit import render
+
+    own, rest = _split(params, ("blueprint", "fmt"))
+    settings = session.settings(rest)
+    plan = session.plan(settings)
+    unknown = [b for b in own["blueprint"] if b not in plan.blueprints]
+    if unknown:
+        raise BootkitError(
+            f"no blueprint named {unknown[0]!r}; installed: {', '.join(sorted(plan.blueprints))}"
+        )
+    renderers: dict[str, Callable[..., str]] = {
+        "text": render.text,
+        "dot": render.dot,
+        "mermaid": render.mermaid,
+        "json": render.as_json,
+    }
+    click.echo(renderers[own["fmt"]](plan, own["blueprint"]), nl=False)
+
+
+def _steps(session: Session, params: dict[str, Any]) -> None:
+    from bootkit import render
+
+    own, rest = _split(params, ("as_json",))
+    plan = session.plan(session.settings(rest))
+    if own["as_json"]:
+        click.echo(json.dumps(render.as_dict(plan)["steps"], indent=2))
+        return
+    rows = [("STEP", "BLUEPRINT", "PLUGIN", "DISTRIBUTION", "VERSION", "STATUS")]
+    for s in plan.steps:
+        status = "enabled" if s.enabled else f"{s.status.value}: {s.reason}"
+        p = s.provenance
+        rows.append((s.name, s.blueprint, p.plugin, p.distribution, p.version, status))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row[:5], widths, strict=True)]
+        click.echo(render.ascii_safe("  ".join([*cells, row[5]])))
+
+
+def _why(session: Session, params: dict[str, Any]) -> None:
+    from bootkit.explain import why
+
+    own, rest = _split(params, ("step",))
+    click.echo(why(session.plan(session.settings(rest)), own["step"]), nl=False)
+
+
+def _start(session: Session, params: dict[str, Any]) -> None:
+    from bootkit.kernel import Kernel
+
+    settings = session.settings(params)
+    kernel = Kernel(session.plan(settings), settings, observer=session.plugins)
+    signals = {"count": 0}
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        signals["count"] += 1
+        if signals["count"] == 1:
+            logsetup.logger().info("warm_shutdown", signal=signal.Signals(signum).name)
+            kernel.request_stop()
+        else:
+            logsetup.logger().warning("cold_shutdown", signal=signal.Signals(signum).name)
+            sys.stderr.flush()
+            os._exit(EXIT_COLD)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    status = kernel.run()
+    if status != EXIT_OK:
+        sys.exit(status)
+
+
+def _command(
+    name: str,
+    session: Session | None,
+    run: Callable[[Session, dict[str, Any]], None],
+    help: str,
+    extra: Sequence[click.Parameter] = (),
+) -> click.Command:
+    def callback(**params: Any) -> None:
+        assert session is not None
+        run(session, params)
+
+    return click.Command(
+        name, callback=callback, params=[*extra, *_plan_params(session)], help=help
+    )
+
+
+def _builtin(name: str, session: Session | None) -> click.Command:
+    if name == "graph":
+        fmt = [
+            click.Option([f"--{f}", "fmt"], flag_value=f, help=f"Print {f}.", **default)
+            for f, default in (
+                ("text", {"default": True}),
+                ("dot", {}),
+                ("mermaid", {}),
+                ("json", {}),
+            )
+        ]
+        return _command(
+            "graph",
+            session,
+            _graph,
+            "Print the effective boot plan of BLUEPRINT (all when none), in start order.",
+            [click.Argument(["blueprint"], nargs=-1), *fmt],
+        )
+    if name == "steps":
+        return _command(
+            "steps",
+            session,
+            _steps,
+            "List installed steps: blueprint, plugin, distribution, version, status.",
+            [click.Option(["--json", "as_json"], is_flag=True, help="Print JSON.")],
+        )
+    if name == "why":
+        return _command(
+            "why",
+            session,
+            _why,
+            "Explain whether STEP runs, where it starts and because of what.",
+            [click.Argument(["step"])],
+        )
+    return _command(
+        "start",
+        session,
+        _start,
+        "Start every installed blueprint; run until SIGTERM/SIGINT, then stop in reverse.",
+    )
+
+
+class BootkitGroup(click.Group):
+    """Builds commands once plugins are loaded, so plugins can add options and commands."""
+
+    def _session(self, ctx: click.Context) -> Session:
+        if not isinstance(ctx.obj, Session):
+            ctx.obj = Session(dict(ctx.params))
+        return ctx.obj
+
+    def _plugin_commands(self, ctx: click.Context) -> dict[str, click.Command]:
+        holder = click.Group()
+        self._session(ctx).plugins.manager.hook.bootkit_add_commands(cli=holder)
+        return dict(holder.commands)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        try:
+            extra = self._plugin_commands(ctx)
+        except BootkitError:
+            extra = {}
+        return [*PLAN_COMMANDS, *sorted(set(extra) - set(PLAN_COMMANDS))]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if ctx.resilient_parsing:
+            return _builtin(cmd_name, None) if cmd_name in PLAN_COMMANDS else None
+        if cmd_name in PLAN_COMMANDS:
+            return _builtin(cmd_name, self._session(ctx))
+        return self._plugin_commands(ctx).get(cmd_name)
+
+
+@click.group(cls=BootkitGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config", type=click.Path(dir_okay=False), help="Config file (default ./bootkit.toml)."
+)
+@click.option(
+    "-p",
+    "--plugins",
+    "plugins",
+    multiple=True,
+    metavar="SPEC",
+    help="`no:NAME` blocks plugin NAME before import; `MODULE` loads a module as a plugin.",
+)
+@click.option(
+    "--strict-plugins/--no-strict-plugins", default=None, help="Fail when a plugin cannot load."
+)
+@click.option(
+    "--state-dir", type=click.Path(file_okay=False), help="Folder for run records and state."
+)
+@click.option("--loglevel", "log_level", type=click.Choice(LOG_LEVELS), help="Log level.")
+@click.option("--log-format", "log_format", type=click.Choice(LOG_FORMATS), help="Log format.")
+@click.version_option(package_name="bootkit")
+def cli(**_: Any) -> None:
+    """bootkit: a lifecycle microkernel. Steps come from plugins; the kernel orders,
+    starts, supervises and stops them."""
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console entry point: run the CLI, turning user errors into one line and a status."""
+    try:
+        result = cli.main(
+            args=list(argv) if argv is not None else None,
+            prog_name="bootkit",
+            standalone_mode=False,
+        )
+    except StartError as exc:
+        click.echo(f"bootkit: error: {exc}", err=True)
+        sys.exit(EXIT_FAILURE)
+    except BootkitError as exc:
+        click.echo(f"bootkit: error: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        click.echo("Aborted!", err=True)
+        sys.exit(EXIT_FAILURE)
+    sys.exit(result if isinstance(result, int) else EXIT_OK)

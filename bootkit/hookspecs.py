@@ -1,0 +1,80 @@
+"""The hooks a bootkit plugin may implement; call them with keyword arguments.
+
+A plugin is a module (or object) named by an entry point in the group ``bootkit``;
+mark its functions with ``@bootkit.hookimpl``. A function whose name starts with
+``bootkit_`` but matches no hook here fails the load (a misspelt hook never goes
+unnoticed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    import click
+
+    from bootkit.config import Option, Settings
+    from bootkit.events import BlueprintEvent, ChildRestart, StepEvent
+    from bootkit.step import Step
+
+PROJECT = "bootkit"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def bootkit_add_steps() -> Sequence[type[Step]]:
+    """Return the step classes this plugin contributes.
+
+    Called once per command, before the plan is resolved; return classes, not
+    instances. The kernel records which plugin returned each class.
+    """
+    raise NotImplementedError
+
+
+@hookspec
+def bootkit_add_options() -> Sequence[Option]:
+    """Return the settings this plugin adds.
+
+    Called once per command, before the command line is parsed; each option becomes a
+    flag of `start`, `graph`, `steps` and `why`, an environment variable and a config
+    file key, and its value reaches steps as ``settings.option(name)``.
+    """
+    raise NotImplementedError
+
+
+@hookspec
+def bootkit_add_commands(cli: click.Group) -> None:
+    """Add subcommands to the ``bootkit`` command line with ``cli.add_command``.
+
+    Called when the command line is built, after every plugin is registered.
+    """
+
+
+@hookspec
+def bootkit_configure(settings: Settings) -> None:
+    """Check or act on the final settings before the plan is resolved.
+
+    Raise `bootkit.ConfigError` to refuse them with a one-line reason.
+    """
+
+
+@hookspec
+def bootkit_step_event(event: StepEvent) -> None:
+    """Observe a step starting, started, failing, stopping or stopped.
+
+    Called from the thread that ran the step; keep it quick and never raise.
+    """
+
+
+@hookspec
+def bootkit_blueprint_event(event: BlueprintEvent) -> None:
+    """Observe a blueprint changing state (starting, running, stopping, stopped, failed)."""
+
+
+@hookspec
+def bootkit_child_restart(event: ChildRestart) -> None:
+    """Observe a child blueprint about to restart after a fault, before the backoff wait."""
