@@ -11,9 +11,10 @@ import json
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -29,6 +30,9 @@ from bootkit.config import (
 )
 from bootkit.errors import BootkitError, StartError
 from bootkit.kernel import EXIT_COLD, EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+
+if TYPE_CHECKING:
+    from bootkit.kernel import Kernel
 
 PLAN_COMMANDS = ("graph", "steps", "why", "start")
 
@@ -85,15 +89,15 @@ def _click_option(option: Option) -> click.Option:
         kwargs["type"] = click.Choice(option.choices)
     else:
         kwargs["type"] = option.type
-    return click.Option(decls, option.name, multiple=option.multiple, **kwargs)
+    # The parameter name goes in the declarations: click's second positional is show_default.
+    return click.Option([*decls, option.name], multiple=option.multiple, **kwargs)
 
 
 def _plan_params(session: Session | None) -> list[click.Parameter]:
     params: list[click.Parameter] = [
         _click_option(CORE_OPTIONS[1]),  # --without
         click.Option(
-            ["--serial-start/--no-serial-start"],
-            "serial_start",
+            ["--serial-start/--no-serial-start", "serial_start"],
             default=None,
             help="Start steps one at a time instead of by waves.",
         ),
@@ -171,23 +175,47 @@ def _start(session: Session, params: dict[str, Any]) -> None:
 
     settings = session.settings(params)
     kernel = Kernel(session.plan(settings), settings, observer=session.plugins)
-    signals = {"count": 0}
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        signals["count"] += 1
-        if signals["count"] == 1:
-            logsetup.logger().info("warm_shutdown", signal=signal.Signals(signum).name)
-            kernel.request_stop()
-        else:
-            logsetup.logger().warning("cold_shutdown", signal=signal.Signals(signum).name)
-            sys.stderr.flush()
-            os._exit(EXIT_COLD)
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    _watch_signals(kernel)
     status = kernel.run()
     if status != EXIT_OK:
         sys.exit(status)
+
+
+def _watch_signals(kernel: Kernel) -> None:
+    """First SIGTERM/SIGINT: warm shutdown; the second: exit at once with `EXIT_COLD`.
+
+    The work is done by a thread woken through `signal.set_wakeup_fd`, not by the
+    handler: a Python handler runs between two bytecodes of the main thread, perhaps
+    while it holds the log's or the kernel's lock, and taking it again would deadlock.
+    """
+    wanted = (signal.SIGTERM, signal.SIGINT)
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    signal.set_wakeup_fd(write_end)
+
+    def watch() -> None:
+        count = 0
+        while True:
+            signum = os.read(read_end, 1)[0]
+            if signum not in wanted:
+                continue
+            count += 1
+            name = signal.Signals(signum).name
+            if count == 1:
+                logsetup.logger().info("warm_shutdown", signal=name)
+                kernel.request_stop()
+            else:
+                logsetup.logger().warning("cold_shutdown", signal=name)
+                sys.stderr.flush()
+                os._exit(EXIT_COLD)
+
+    threading.Thread(target=watch, name="bootkit-signals", daemon=True).start()
+    for signum in wanted:
+        signal.signal(signum, _ignore)
+
+
+def _ignore(signum: int, frame: FrameType | None) -> None:
+    """The Python-level handler: nothing to do, the watcher thread acts on the signal."""
 
 
 def _command(

@@ -13,7 +13,7 @@ import difflib
 import gc
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import networkx as nx
 
@@ -225,7 +225,8 @@ class _Resolver:
             cls = self.winners[name].cls
             for dep in (*cls.requires, *cls.wants):
                 dep = self.canonical(dep)
-                if dep in self.winners and dep not in wanted:
+                # Only enabled steps pass the demand on; a disabled requirer needs nothing.
+                if dep in self.winners and self.status[dep][0] is Status.ENABLED:
                     pending.append(dep)
             if cls.blueprint in self.hosts:
                 pending.append(self.hosts[cls.blueprint])
@@ -390,13 +391,13 @@ def _check_declaration(item: InstalledStep) -> None:
         )
     for attr in _DECLARATIONS:
         value = getattr(cls, attr)
-        if type(value) is tuple and (not value or all(type(v) is str for v in value)):
+        # Only tuples: a set would make edges, and so cycle reports, follow hash order.
+        if type(value) is tuple and all(type(v) is str for v in value):
             continue
-        if isinstance(value, str) or not _all_strings(value):
-            raise GraphError(
-                f"{_where(item)} ({name}): {attr} must be a tuple of step names, got {value!r}; "
-                f"write {attr} = ('other.step',)"
-            )
+        raise GraphError(
+            f"{_where(item)} ({name}): {attr} must be a tuple of step names, got {value!r}; "
+            f"write {attr} = ('other.step',)"
+        )
 
 
 def _installed_key(item: InstalledStep) -> tuple[str, str, str]:
@@ -406,10 +407,6 @@ def _installed_key(item: InstalledStep) -> tuple[str, str, str]:
 def _where(item: InstalledStep) -> str:
     cls = item.cls
     return f"step class {cls.__module__}.{cls.__qualname__} from {item.provenance.describe()}"
-
-
-def _all_strings(value: object) -> bool:
-    return isinstance(value, Iterable) and all(isinstance(v, str) for v in value)
 
 
 def _report_cycles(graph: nx.DiGraph, edges: dict[tuple[str, str], list[Edge]]) -> None:

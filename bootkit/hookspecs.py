@@ -1,9 +1,10 @@
 """The hooks a bootkit plugin may implement; call them with keyword arguments.
 
 A plugin is a module (or object) named by an entry point in the group ``bootkit``;
-mark its functions with ``@bootkit.hookimpl``. A function whose name starts with
-``bootkit_`` but matches no hook here fails the load (a misspelt hook never goes
-unnoticed).
+mark its functions with ``@bootkit.hookimpl`` (needed for options such as
+``tryfirst``; an unmarked ``bootkit_*`` function counts as a hook too, as in pytest).
+A ``bootkit_*`` function that matches no hook here fails the load: a misspelt hook
+never goes unnoticed.
 """
 
 from __future__ import annotations

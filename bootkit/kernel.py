@@ -33,7 +33,6 @@ class Kernel:
         self.observer: Observer = Fanout(self.recorder, observer) if observer else self.recorder
         self.fault: Fault | None = None
         self._wakeup = threading.Event()
-        self._stop_requested = False
         self.blueprints = [
             Blueprint(plan, name, settings, observer=self.observer, on_fault=self._on_fault)
             for name in plan.top_level
@@ -60,8 +59,7 @@ class Kernel:
         logger().info("kernel_ready", blueprints=[b.name for b in self.blueprints])
 
     def request_stop(self) -> None:
-        """Ask `wait` to return; safe from signal handlers and other threads."""
-        self._stop_requested = True
+        """Ask `wait` to return; safe from any thread (not from a signal handler: it locks)."""
         self._wakeup.set()
 
     def wait(self, timeout: float | None = None) -> bool:

@@ -9,6 +9,7 @@ point and distribution; with ``--strict-plugins`` the command fails instead.
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
@@ -26,6 +27,29 @@ from bootkit.plan import InstalledStep, Provenance
 from bootkit.step import Step
 
 GROUP = "bootkit"
+
+
+class _Manager(pluggy.PluginManager):
+    """Takes every ``bootkit_*`` function as a hook, marked or not (as pytest does), so
+    `check_pending` catches a misspelt hook even without ``@hookimpl``."""
+
+    def parse_hookimpl_opts(self, plugin: object, name: str) -> pluggy.HookimplOpts | None:
+        opts = super().parse_hookimpl_opts(plugin, name)
+        # getattr_static, like pluggy: never run a plugin's properties while scanning.
+        if (
+            opts is None
+            and name.startswith(f"{self.project_name}_")
+            and inspect.isfunction(inspect.getattr_static(plugin, name, None))
+        ):
+            return pluggy.HookimplOpts(
+                wrapper=False,
+                hookwrapper=False,
+                optionalhook=False,
+                tryfirst=False,
+                trylast=False,
+                specname=None,
+            )
+        return opts
 
 
 @dataclass(frozen=True)
@@ -104,7 +128,7 @@ def load(settings: Settings, *, extra: Sequence[tuple[str, object]] = ()) -> Plu
         PluginError: with ``strict_plugins``, any plugin that fails to load; always,
             a misspelt hook or two plugins registered under one name.
     """
-    manager = pluggy.PluginManager(hookspecs.PROJECT)
+    manager = _Manager(hookspecs.PROJECT)
     manager.add_hookspecs(hookspecs)
     plugins = Plugins(manager)
     blocked = set(settings.blocked_plugins)
@@ -135,7 +159,11 @@ def load(settings: Settings, *, extra: Sequence[tuple[str, object]] = ()) -> Plu
     try:
         manager.check_pending()
     except pluggy.PluginValidationError as exc:
-        raise PluginError(f"{exc}; check the hook's spelling against bootkit.hookspecs") from exc
+        name = manager.get_name(exc.plugin) or ""
+        where = plugins.provenance[name].describe() if name in plugins.provenance else "plugin"
+        raise PluginError(
+            f"{where}: {exc}; check the hook's spelling against bootkit.hookspecs"
+        ) from exc
     return plugins
 
 

@@ -66,6 +66,8 @@ class Recorder:
                 "ok": ok,
                 "steps": self._steps,
             }
+            # Events between phases (child restarts while running) are not this phase's.
+            self._steps = []
             data = json.dumps(self._record, indent=1)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")

@@ -120,7 +120,7 @@ def _dot_node(step: PlannedStep) -> str:
         attrs = ""
     else:
         lines.append(f"{step.status.value}: {step.reason}")
-        attrs = ', style="rounded,dashed", fillcolor="#f2f2f2", fontcolor="#777777"'
+        attrs = ', style="rounded,dashed,filled", fillcolor="#f2f2f2", fontcolor="#777777"'
     return f"{ident} [label={_dot_label(lines)}{attrs}];"
 
 

@@ -178,6 +178,9 @@ class BlueprintStep(Step):
                 # Each failed stop was logged; a fresh child is built below.
                 with contextlib.suppress(StopError):
                     self.child.stop(StopReason.RESTART)
+            with self._wake:
+                # More reports from the child just stopped are about the fault handled here.
+                self._faults.clear()
             if self._sleep(delay):
                 return
             try:

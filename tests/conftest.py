@@ -2,48 +2,22 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from bootkit import Settings
 from bootkit.testing import make_settings
-
-REPO = Path(__file__).resolve().parents[1]
-IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+from tests.support import IN_CI, Result, RunCLI, cli_env
 
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return make_settings(tmp_path / "state")
-
-
-@dataclass
-class Result:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-RunCLI = Callable[..., Result]
-
-
-def cli_env(
-    tmp_path: Path, sites: Sequence[Path] = (), env: Mapping[str, str] | None = None
-) -> dict[str, str]:
-    """Environment for a `bootkit` subprocess: its own state folder, extra site folders."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith("BOOTKIT_")}
-    base["BOOTKIT_STATE_DIR"] = str(tmp_path / "cli-state")
-    if sites:
-        base["PYTHONPATH"] = os.pathsep.join(str(s) for s in sites)
-    base.update(env or {})
-    return base
 
 
 @pytest.fixture

@@ -49,7 +49,7 @@ def test_environment_booleans(raw: str, value: bool) -> None:
 
 
 def test_bad_environment_value_names_the_variable() -> None:
-    with pytest.raises(ConfigError, match="BOOTKIT_PORT.*'x' is not a valid int"):
+    with pytest.raises(ConfigError, match=r"BOOTKIT_PORT.*'x' is not a valid int"):
         build_settings(sources(env={"BOOTKIT_PORT": "x"}), {}, [PORT])
 
 
