@@ -39,6 +39,8 @@ from bootkit.plan import (
 
 NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z_][A-Za-z0-9_-]*)+$")
 _DECLARATIONS = ("requires", "after", "before", "wants", "replaces")
+_ENABLED = (Status.ENABLED, "")
+_KIND_ORDER = {kind: rank for rank, kind in enumerate(sorted(EdgeKind, key=lambda k: k.value))}
 
 
 def resolve(installed: Sequence[InstalledStep], settings: Settings) -> Plan:
@@ -78,7 +80,6 @@ class _Resolver:
         self._find_hosts()
         self._apply_conditions()
         self._include_on_demand()
-        self._check_requires()
         graph, edges = self._build_graph()
         try:
             generations = list(nx.topological_generations(graph))
@@ -179,25 +180,29 @@ class _Resolver:
         return chain
 
     def _apply_conditions(self) -> None:
+        settings, status = self.settings, self.status
         for name, item in self.winners.items():
-            disable = self.settings.disabled_by(name) or next(
-                filter(None, map(self.settings.disabled_by, self.replaced_names.get(name, ()))),
-                None,
-            )
-            if disable is not None:
-                self.status[name] = (Status.DISABLED, f"disabled by {disable.describe()}")
-                continue
+            if settings.without:
+                disable = settings.disabled_by(name) or next(
+                    filter(None, map(settings.disabled_by, self.replaced_names.get(name, ()))),
+                    None,
+                )
+                if disable is not None:
+                    status[name] = (Status.DISABLED, f"disabled by {disable.describe()}")
+                    continue
             try:
-                condition = item.cls.condition(self.settings)
+                condition = item.cls.condition(settings)
             except Exception as exc:
                 raise GraphError(
                     f"step {item.describe()}: its condition raised "
                     f"{type(exc).__name__}: {exc}; fix the step or its configuration"
                 ) from exc
             if condition.enabled:
-                self.status[name] = (Status.ENABLED, "")
+                status[name] = _ENABLED
             else:
-                self.status[name] = (Status.DISABLED, f"its condition: {condition.reason}")
+                status[name] = (Status.DISABLED, f"its condition: {condition.reason}")
+        if not self.hosts:
+            return
         # A child blueprint's steps are off when the step hosting it is off.
         for name, item in self.winners.items():
             for bp in self.ancestors(item.cls.blueprint)[:-1]:
@@ -237,68 +242,76 @@ class _Resolver:
                     "on demand, and no enabled step requires or wants it",
                 )
 
-    def _check_requires(self) -> None:
-        status, canonical = self.status, self.canonical
-        for name, item in self.winners.items():
-            requires = item.cls.requires
-            if not requires or status[name][0] is not Status.ENABLED:
-                continue
-            reachable = self.ancestors(item.cls.blueprint)
-            for required in requires:
-                target = canonical(required)
-                found = status.get(target)
-                if found is None:
-                    close = difflib.get_close_matches(target, list(self.winners), n=1)
-                    hint = f" (did you mean {close[0]!r}?)" if close else ""
-                    raise UnknownStepError(
-                        f"step {item.describe()} requires {required!r}, which no installed "
-                        f"plugin provides{hint}; install the plugin that provides it or drop "
-                        "the requirement"
-                    )
-                if found[0] is not Status.ENABLED:
-                    raise DisabledRequirementError(
-                        f"step {item.describe()} requires {target!r}, which is "
-                        f"{found[0].value}: {found[1]}; enable {target!r} or also turn off {name!r}"
-                    )
-                target_bp = self.winners[target].cls.blueprint
-                if target_bp != reachable[0] and target_bp not in reachable:
-                    raise CrossBlueprintError(
-                        f"step {item.describe()} requires {target!r} of blueprint "
-                        f"{target_bp!r}; a step may only require steps of its own blueprint "
-                        "or of the blueprints enclosing it (declared by the step hosting its "
-                        "blueprint)"
-                    )
-
     # -- the graph ---------------------------------------------------------------
 
     def _build_graph(self) -> tuple[nx.DiGraph, dict[tuple[str, str], list[Edge]]]:
-        enabled = sorted(n for n, (s, _) in self.status.items() if s is Status.ENABLED)
-        blueprint_of = {n: self.winners[n].cls.blueprint for n in enabled}
-        canonical = self.canonical
+        """The graph of enabled steps; refuses unknown, disabled or unreachable requirements."""
+        winners, aliases, canonical = self.winners, self.aliases, self.canonical
+        enabled = sorted(n for n, state in self.status.items() if state[0] is Status.ENABLED)
+        blueprint_of = {n: winners[n].cls.blueprint for n in enabled}
+        requires, before = EdgeKind.REQUIRES, EdgeKind.BEFORE
+        edges: dict[tuple[str, str], list[Edge]] = {}
+        for name in enabled:
+            item = winners[name]
+            cls, provenance, own = item.cls, item.provenance, blueprint_of[name]
+            for kind, others in (
+                (requires, cls.requires),
+                (EdgeKind.WANTS, cls.wants),
+                (EdgeKind.AFTER, cls.after),
+                (before, cls.before),
+            ):
+                for written in others:
+                    other = canonical(written) if aliases else written
+                    other_blueprint = blueprint_of.get(other)
+                    if other_blueprint is None:
+                        if kind is requires:
+                            self._refuse_requirement(item, written, other)
+                        continue  # absent or off: ordering-only and soft edges fall away
+                    key = (name, other) if kind is before else (other, name)
+                    if other_blueprint == own:
+                        edge = Edge(key[0], key[1], kind, name, provenance)
+                    else:
+                        if kind is requires:
+                            self._check_reachable(item, other, other_blueprint)
+                        lifted = self._lift(key[0], key[1], item, kind)
+                        if lifted is None:
+                            continue
+                        edge = Edge(lifted[0], lifted[1], kind, name, provenance, key)
+                        key = lifted
+                    group = edges.get(key)
+                    if group is None:
+                        edges[key] = [edge]
+                    else:
+                        group.append(edge)
         graph = nx.DiGraph()
         graph.add_nodes_from(enabled)
-        edges: dict[tuple[str, str], list[Edge]] = defaultdict(list)
-        for name in enabled:
-            item = self.winners[name]
-            cls = item.cls
-            declared = [(canonical(d), name, EdgeKind.REQUIRES) for d in cls.requires]
-            declared += [(canonical(d), name, EdgeKind.WANTS) for d in cls.wants]
-            declared += [(canonical(d), name, EdgeKind.AFTER) for d in cls.after]
-            declared += [(name, canonical(d), EdgeKind.BEFORE) for d in cls.before]
-            for source, target, kind in declared:
-                if source not in blueprint_of or target not in blueprint_of:
-                    continue  # absent or off: ordering-only and soft edges fall away
-                if blueprint_of[source] == blueprint_of[target]:
-                    edges[(source, target)].append(
-                        Edge(source, target, kind, name, item.provenance)
-                    )
-                    continue
-                lifted = self._lift(source, target, item, kind)
-                if lifted is not None:
-                    edge = Edge(*lifted, kind, name, item.provenance, (source, target))
-                    edges[lifted].append(edge)
         graph.add_edges_from(edges)
         return graph, edges
+
+    def _refuse_requirement(self, item: InstalledStep, written: str, target: str) -> None:
+        """Raise the error for a requirement on a step that is absent or not enabled."""
+        found = self.status.get(target)
+        if found is None:
+            close = difflib.get_close_matches(target, list(self.winners), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise UnknownStepError(
+                f"step {item.describe()} requires {written!r}, which no installed "
+                f"plugin provides{hint}; install the plugin that provides it or drop "
+                "the requirement"
+            )
+        raise DisabledRequirementError(
+            f"step {item.describe()} requires {target!r}, which is "
+            f"{found[0].value}: {found[1]}; enable {target!r} or also turn off {item.name!r}"
+        )
+
+    def _check_reachable(self, item: InstalledStep, target: str, target_blueprint: str) -> None:
+        if target_blueprint not in self.ancestors(item.cls.blueprint):
+            raise CrossBlueprintError(
+                f"step {item.describe()} requires {target!r} of blueprint "
+                f"{target_blueprint!r}; a step may only require steps of its own blueprint "
+                "or of the blueprints enclosing it (declared by the step hosting its "
+                "blueprint)"
+            )
 
     def _lift(
         self, source: str, target: str, item: InstalledStep, kind: EdgeKind
@@ -326,55 +339,62 @@ class _Resolver:
     def _ordered_plan(
         self, generations: list[list[str]], edges: dict[tuple[str, str], list[Edge]]
     ) -> Plan:
-        wave_of: dict[str, int] = {}
+        winners = self.winners
+        # Every edge joins two steps of one blueprint (edges between blueprints were
+        # lifted), so a blueprint's generations are its waves, without gaps.
+        by_blueprint: dict[str, list[list[str]]] = {}
         for index, generation in enumerate(generations):
             for node in generation:
-                wave_of[node] = index
-        by_blueprint: dict[str, dict[int, list[str]]] = defaultdict(lambda: defaultdict(list))
-        for node, number in wave_of.items():
-            by_blueprint[self.winners[node].cls.blueprint][number].append(node)
+                waves = by_blueprint.setdefault(winners[node].cls.blueprint, [])
+                while len(waves) <= index:
+                    waves.append([])
+                waves[index].append(node)
         blueprints: dict[str, BlueprintPlan] = {}
-        names = {i.cls.blueprint for i in self.winners.values()} | set(self.hosts)
+        names = {i.cls.blueprint for i in winners.values()} | set(self.hosts)
         for bp in sorted(names):
-            waves = by_blueprint.get(bp, {})
             host = self.hosts.get(bp)
             blueprints[bp] = BlueprintPlan(
                 name=bp,
-                waves=tuple(tuple(sorted(waves[w])) for w in sorted(waves)),
+                waves=tuple(tuple(sorted(w)) for w in by_blueprint.get(bp, ())),
                 host=host,
-                parent=self.winners[host].cls.blueprint if host else None,
+                parent=winners[host].cls.blueprint if host else None,
             )
-        wave_index: dict[str, int] = {}
-        index_in_blueprint: dict[str, int] = {}
-        rank: dict[str, int] = {}  # global start rank, blueprints by name
+        wave_of: dict[str, int] = {}
+        position_of: dict[str, int] = {}
+        rank: dict[str, int] = {}  # start rank across blueprints, blueprints by name
         for bp_plan in blueprints.values():
             for number, members in enumerate(bp_plan.waves):
                 for name in members:
-                    wave_index[name] = number
+                    wave_of[name] = number
             for position, name in enumerate(bp_plan.order):
-                index_in_blueprint[name] = position
+                position_of[name] = position
                 rank[name] = len(rank)
-        steps = [
-            PlannedStep(
-                installed=item,
-                status=self.status[name][0],
-                reason=self.status[name][1],
-                wave=wave_index.get(name),
-                position=index_in_blueprint.get(name),
-                replaced=tuple(self.replaced_names[name]),
+        last = len(rank)
+        keyed: list[tuple[tuple[str, int, str, str], PlannedStep]] = []
+        for name, item in winners.items():
+            state, reason = self.status[name]
+            planned = PlannedStep(
+                item,
+                state,
+                reason,
+                wave_of.get(name),
+                position_of.get(name),
+                tuple(self.replaced_names.get(name, ())),
             )
-            for name, item in self.winners.items()
-        ]
-        steps += [
-            PlannedStep(installed=item, status=Status.REPLACED, reason=f"replaced by {by!r}")
-            for item, by in self.replaced
-        ]
-        steps.sort(key=lambda p: (p.blueprint, rank.get(p.name, len(rank)), p.name, p.status.value))
-        flat = sorted(
-            (edge for group in edges.values() for edge in group),
-            key=lambda e: (rank[e.source], rank[e.target], e.kind.value, e.declared_by),
+            keyed.append(((item.cls.blueprint, rank.get(name, last), name, state.value), planned))
+        for item, by in self.replaced:
+            planned = PlannedStep(item, Status.REPLACED, f"replaced by {by!r}")
+            keyed.append(((item.cls.blueprint, last, item.cls.name, "replaced"), planned))
+        keyed.sort(key=_first)
+        flat = [edge for group in edges.values() for edge in group]
+        flat.sort(
+            key=lambda e: (rank[e.source], rank[e.target], _KIND_ORDER[e.kind], e.declared_by)
         )
-        return Plan(tuple(steps), blueprints, tuple(flat), dict(self.aliases))
+        return Plan(tuple(p for _, p in keyed), blueprints, tuple(flat), dict(self.aliases))
+
+
+def _first(pair: tuple[tuple[str, int, str, str], PlannedStep]) -> tuple[str, int, str, str]:
+    return pair[0]
 
 
 def _check_declaration(item: InstalledStep) -> None:
@@ -392,7 +412,7 @@ def _check_declaration(item: InstalledStep) -> None:
     for attr in _DECLARATIONS:
         value = getattr(cls, attr)
         # Only tuples: a set would make edges, and so cycle reports, follow hash order.
-        if type(value) is tuple and all(type(v) is str for v in value):
+        if type(value) is tuple and (not value or all(type(v) is str for v in value)):
             continue
         raise GraphError(
             f"{_where(item)} ({name}): {attr} must be a tuple of step names, got {value!r}; "
