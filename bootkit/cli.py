@@ -79,6 +79,19 @@ class Session:
         return resolve(self.plugins.steps(), settings)
 
 
+def current_settings(params: dict[str, Any] | None = None) -> Settings:
+    """The settings of the running command, for commands that plugins add.
+
+    `params` are the command's own values for plugin options (e.g. ``{"broker": url}``);
+    the global options, environment and config file supply the rest.
+    """
+    ctx = click.get_current_context()
+    session = ctx.find_object(Session)
+    if session is None:
+        raise BootkitError("current_settings() is only available inside a bootkit command")
+    return session.settings(dict(params or {}))
+
+
 def _click_option(option: Option) -> click.Option:
     decls = [option.flag] + ([option.short] if option.short else [])
     kwargs: dict[str, Any] = {"help": option.help, "default": None, "metavar": option.metavar}

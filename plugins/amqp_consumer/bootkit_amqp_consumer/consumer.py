@@ -1,0 +1,385 @@
+"""The task consumer: receives task messages and hands them to the pool, in one thread.
+
+The broker connection is used from the loop thread only. Other threads (pool, timer)
+never touch it: they `post` a callback, which the loop runs between two waits.
+
+Delivery rules:
+- a message that cannot be decoded, names an unknown task, or is refused by content
+  type is rejected (not requeued) with one ``message_rejected`` event and counted;
+- at most `prefetch_count` messages are unacknowledged; ETA messages wait in the
+  timer and raise the prefetch count while they wait, so they never starve intake;
+- early ack (default): a message is acknowledged when its task is handed to a free
+  pool slot; late ack (``--acks-late`` or ``acks_late=True``): after the task ends;
+- a task whose process died is requeued up to ``max_redeliveries`` times, then
+  rejected (dead-lettered when the queue has a dead-letter exchange);
+- warm stop: stop consuming, let running tasks finish and their acks go out;
+  messages reserved but not started stay unacknowledged and return to the queue.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import queue
+import select
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from kombu.common import QoS
+from kombu.entity import Exchange, Queue
+from kombu.messaging import Consumer
+
+from bootkit.log import logger
+from bootkit_amqp_consumer.app import App
+from bootkit_amqp_consumer.errors import BadMessageError, BrokerConnectionLostError
+from bootkit_amqp_consumer.job import Job, Outcome
+from bootkit_amqp_consumer.options import WorkerConfig
+from bootkit_amqp_consumer.pools import Pool
+from bootkit_amqp_consumer.protocol import TaskRequest, build, decode
+from bootkit_amqp_consumer.state import WorkerState
+from bootkit_amqp_consumer.timer import Timer
+
+
+@dataclass
+class Delivery:
+    """A received task message and what became of it."""
+
+    request: TaskRequest
+    message: Any
+    acks_late: bool
+    received: float = field(default_factory=time.monotonic)
+
+
+class TaskConsumer:
+    """Consumes the configured queues on `connection` and feeds the pool."""
+
+    def __init__(
+        self,
+        *,
+        app: App,
+        config: WorkerConfig,
+        pool: Pool,
+        timer: Timer,
+        backend: Any,
+        state: WorkerState,
+        connection: Any,
+    ) -> None:
+        self.app = app
+        self.config = config
+        self.pool = pool
+        self.timer = timer
+        self.backend = backend
+        self.state = state
+        self.connection = connection
+        self.reserved: deque[Delivery] = deque()
+        self.running: dict[str, Delivery] = {}
+        self._inbox: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._stopping = threading.Event()
+        self._draining = False
+        self.channel: Any = None
+        self.consumer: Any = None
+        self.qos: Any = None
+        self.log = logger().bind(hostname=config.hostname)
+
+    # -- set-up, called from the step's start ------------------------------------------
+
+    def declare(self) -> None:
+        """Declare the queues, set the prefetch count and start consuming."""
+        self.channel = self.connection.channel()
+        queues = [
+            Queue(name, Exchange(name, "direct"), routing_key=name) for name in self.config.queues
+        ]
+        self.qos = QoS(self._set_prefetch, self.config.prefetch_count)
+        self.qos.update()
+        self.consumer = Consumer(self.channel, queues, on_message=self._on_message, no_ack=False)
+        self.consumer.consume()
+
+    def _set_prefetch(self, prefetch_count: int) -> None:
+        self.channel.basic_qos(0, prefetch_count, False)
+
+    # -- the loop ------------------------------------------------------------------
+
+    def post(self, callback: Callable[[], None]) -> None:
+        """Run `callback` in the loop thread soon; callable from any thread."""
+        self._inbox.put(callback)
+        with contextlib.suppress(BlockingIOError):  # a full pipe: the loop is awake already
+            os.write(self._wake_w, b"x")
+
+    def run(self) -> None:
+        """The loop: wait for broker events or posted callbacks until stopped and drained.
+
+        Raises:
+            BrokerConnectionLostError: the connection failed; nothing was acked twice.
+        """
+        errors = tuple(self.connection.connection_errors) + tuple(self.connection.channel_errors)
+        try:
+            while True:
+                self._run_posted()
+                if self._stopping.is_set():
+                    if not self._draining:
+                        self._begin_drain()
+                    if not self.running:
+                        return
+                self._wait(1.0)
+                self._heartbeat()
+        except errors as exc:
+            raise BrokerConnectionLostError(f"{type(exc).__name__}: {exc}") from exc
+        except OSError as exc:
+            raise BrokerConnectionLostError(f"{type(exc).__name__}: {exc}") from exc
+
+    def stop(self) -> None:
+        """Ask the loop to stop consuming and finish once running tasks are done."""
+        self._stopping.set()
+        self.post(lambda: None)
+
+    def close(self) -> None:
+        for fd in (self._wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def _begin_drain(self) -> None:
+        self._draining = True
+        if self.consumer is not None:
+            try:
+                self.consumer.cancel()
+            except Exception:
+                self.log.debug("consumer_cancel_failed", exc_info=True)
+        self.log.info("consumer_draining", running=len(self.running), reserved=len(self.reserved))
+
+    def _run_posted(self) -> None:
+        while True:
+            try:
+                callback = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            callback()
+
+    def _wait(self, timeout: float) -> None:
+        sock = self._socket()
+        if sock is None:
+            # Virtual transports (Redis, filesystem) poll inside drain_events.
+            with contextlib.suppress(TimeoutError):
+                self.connection.drain_events(timeout=0.05 if self._inbox.empty() else 0)
+            self._clear_wake()
+            return
+        readable, _, _ = select.select([sock, self._wake_r], [], [], timeout)
+        if self._wake_r in readable:
+            self._clear_wake()
+        # Always drain: py-amqp may hold whole frames in its buffer, unseen by select.
+        while True:
+            try:
+                self.connection.drain_events(timeout=0)
+            except TimeoutError:
+                return
+
+    def _socket(self) -> Any:
+        transport = getattr(self.connection, "connection", None)
+        return getattr(transport, "sock", None)
+
+    def _clear_wake(self) -> None:
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _heartbeat(self) -> None:
+        if self.connection.heartbeat:
+            self.connection.heartbeat_check()
+
+    # -- intake ----------------------------------------------------------------------
+
+    def _on_message(self, message: Any) -> None:
+        try:
+            request = decode(
+                message.body,
+                content_type=message.content_type,
+                content_encoding=message.content_encoding,
+                headers=message.headers,
+                properties=message.properties,
+                accept=self.config.accept_content,
+                max_size=self.config.max_message_size,
+            )
+            task = self.app.tasks.get(request.name)
+            if task is None:
+                raise BadMessageError("unknown_task", f"task {request.name!r} is not registered")
+        except BadMessageError as exc:
+            self._reject(message, exc.reason, exc.detail)
+            return
+        except Exception as exc:  # anything else about a message is still the message's fault
+            self._reject(message, "malformed", f"{type(exc).__name__}: {exc}")
+            return
+        acks_late = self.config.acks_late if task.acks_late is None else task.acks_late
+        delivery = Delivery(request, message, acks_late)
+        self.log.info("task_received", task=request.name, task_id=request.id)
+        if self._discard_if_stale(delivery):
+            return
+        now = datetime.now(UTC)
+        if request.eta is not None and request.eta > now:
+            self.qos.increment_eventually()
+            delay = (request.eta - now).total_seconds()
+            self.timer.call_later(delay, lambda: self.post(lambda: self._eta_due(delivery)))
+            return
+        self.reserved.append(delivery)
+        self._dispatch()
+
+    def _eta_due(self, delivery: Delivery) -> None:
+        self.qos.decrement_eventually()
+        if self._draining:
+            return  # unacked: it returns to the queue when the channel closes
+        self.reserved.append(delivery)
+        self._dispatch()
+
+    def _reject(self, message: Any, reason: str, detail: str) -> None:
+        self.state.rejected[reason] += 1
+        self.log.warning(
+            "message_rejected",
+            reason=reason,
+            detail=detail[:300],
+            content_type=message.content_type,
+            delivery_tag=message.delivery_tag,
+        )
+        message.reject(requeue=False)
+
+    def _discard_if_stale(self, delivery: Delivery) -> bool:
+        """Ack and record a revoked or expired task instead of running it."""
+        request = delivery.request
+        if self.state.is_revoked(request.id):
+            why = "revoked"
+        elif request.expired(datetime.now(UTC)):
+            why = "expired"
+        else:
+            return False
+        delivery.message.ack()
+        self.state.processed["revoked"] += 1
+        self.log.info("task_revoked", task=request.name, task_id=request.id, why=why)
+        if self.backend is not None and not request.ignore_result:
+            self.backend.store_state(request.id, "REVOKED")
+        return True
+
+    def _dispatch(self) -> None:
+        while self.reserved and len(self.running) < self.pool.size and not self._draining:
+            delivery = self.reserved.popleft()
+            if self._discard_if_stale(delivery):
+                continue
+            request = delivery.request
+            if not delivery.acks_late:
+                delivery.message.ack()
+            self.running[request.id] = delivery
+            job = Job(
+                request.id,
+                request.name,
+                request.args,
+                request.kwargs,
+                soft_time_limit=request.soft_time_limit,
+                time_limit=request.time_limit,
+                context={
+                    "id": request.id,
+                    "retries": request.retries,
+                    "root_id": request.root_id,
+                    "parent_id": request.parent_id,
+                    "hostname": self.config.hostname,
+                    "delivery_info": dict(delivery.message.delivery_info or {}),
+                },
+            )
+            self.pool.submit(job, functools.partial(self._job_done, delivery))
+
+    # -- completion ----------------------------------------------------------------
+
+    def _job_done(self, delivery: Delivery, outcome: Outcome) -> None:
+        """Called by the pool from its own thread: store the result, then tell the loop."""
+        request = delivery.request
+        if (
+            self.backend is not None
+            and not request.ignore_result
+            and not outcome.lost
+            and outcome.state != "RETRY"
+        ):
+            try:
+                self.backend.store_outcome(outcome)
+            except Exception:
+                self.log.exception("result_store_failed", task_id=request.id)
+        self.post(lambda: self._finished(delivery, outcome))
+
+    def _finished(self, delivery: Delivery, outcome: Outcome) -> None:
+        request = delivery.request
+        self.running.pop(request.id, None)
+        fields = {"task": request.name, "task_id": request.id, "runtime": round(outcome.runtime, 6)}
+        if outcome.lost:
+            self._lost(delivery, outcome)
+        elif outcome.state == "RETRY":
+            self._retry(delivery, outcome)
+            self.log.info("task_retried", countdown=outcome.countdown, **fields)
+        elif outcome.state == "SUCCESS":
+            self.log.info("task_succeeded", **fields)
+        else:
+            self.log.warning(
+                "task_failed", exc_type=outcome.exc_type, exc=outcome.exc_message, **fields
+            )
+        if delivery.acks_late and not outcome.lost:
+            delivery.message.ack()
+        self.state.processed[outcome.state.lower()] += 1
+        self._dispatch()
+
+    def _lost(self, delivery: Delivery, outcome: Outcome) -> None:
+        request = delivery.request
+        with self.state.lock:
+            self.state.lost[request.id] += 1
+            times = self.state.lost[request.id]
+        give_up = times > self.config.max_redeliveries
+        self.log.error(
+            "task_lost",
+            task=request.name,
+            task_id=request.id,
+            error=outcome.exc_message,
+            times=times,
+            requeued=delivery.acks_late and not give_up,
+        )
+        if not delivery.acks_late:
+            if self.backend is not None and not request.ignore_result:
+                self.backend.store_outcome(outcome)
+            return  # acked before it ran: at most once, as documented
+        if give_up:
+            delivery.message.reject(requeue=False)
+            if self.backend is not None and not request.ignore_result:
+                self.backend.store_outcome(outcome)
+        else:
+            delivery.message.requeue()
+
+    def _retry(self, delivery: Delivery, outcome: Outcome) -> None:
+        request = delivery.request
+        message = build(
+            request.name,
+            request.args,
+            request.kwargs,
+            task_id=request.id,
+            countdown=outcome.countdown,
+            retries=request.retries + 1,
+            time_limit=request.time_limit,
+            soft_time_limit=request.soft_time_limit,
+            root_id=request.root_id,
+            parent_id=request.parent_id,
+            ignore_result=request.ignore_result,
+            reply_to=request.reply_to or "",
+        )
+        info = delivery.message.delivery_info or {}
+        producer = self.connection.Producer(self.channel)
+        producer.publish(
+            message.body,
+            exchange=info.get("exchange", ""),
+            routing_key=info.get("routing_key", self.config.queues[0]),
+            serializer="json",
+            headers=message.headers,
+            **message.properties,
+        )
+        if self.backend is not None and not request.ignore_result:
+            self.backend.store(request.id, "RETRY")

@@ -1,0 +1,59 @@
+"""Exceptions of the task worker and its client."""
+
+from __future__ import annotations
+
+from bootkit import BootkitError
+
+
+class WorkerError(BootkitError):
+    """Base of the worker's own errors."""
+
+
+class BrokerConnectionLostError(ConnectionError):
+    """The broker connection or channel failed; the consumer blueprint restarts."""
+
+
+class TaskNotRegisteredError(WorkerError):
+    """No task of that name is registered with the app."""
+
+
+class BadMessageError(WorkerError):
+    """A message that cannot be turned into a task request; it is rejected, never retried.
+
+    Attributes:
+        reason: a short, stable label for counters and logs (e.g. ``bad_json``).
+    """
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class SoftTimeLimitExceededError(Exception):
+    """Raised inside a task when its soft time limit passes; the task may clean up."""
+
+
+class TimeLimitExceededError(Exception):
+    """The task ran past its hard time limit and its process was killed."""
+
+
+class WorkerLostError(Exception):
+    """The process running the task died before the task finished."""
+
+
+class Retry(Exception):  # noqa: N818 - the name users raise, as in Celery
+    """Raised by ``Task.retry``: the task is sent again after `countdown` seconds."""
+
+    def __init__(self, countdown: float, exc: BaseException | None = None) -> None:
+        super().__init__(f"retry in {countdown:g}s" + (f": {exc!r}" if exc else ""))
+        self.countdown = countdown
+        self.exc = exc
+
+
+class MaxRetriesExceededError(Exception):
+    """``Task.retry`` was called more times than the task's ``max_retries``."""
+
+
+class ResultTimeoutError(WorkerError):
+    """``AsyncResult.get`` gave up waiting for the result."""

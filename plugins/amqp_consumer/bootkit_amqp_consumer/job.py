@@ -1,0 +1,51 @@
+"""What a pool runs (`Job`) and what it reports back (`Outcome`): plain, picklable data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+OutcomeState = Literal["SUCCESS", "FAILURE", "RETRY"]
+
+
+@dataclass(frozen=True)
+class Job:
+    """One task execution, handed to a pool.
+
+    Attributes:
+        id: the task id. name: the registered task name.
+        soft_time_limit, time_limit: seconds, None for no limit (enforced by the
+            process pool; the thread and solo pools cannot interrupt a task).
+        context: what a bound task sees as ``self.request`` (id, retries, eta, ...).
+    """
+
+    id: str
+    name: str
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    soft_time_limit: float | None = None
+    time_limit: float | None = None
+    context: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a job ended.
+
+    Attributes:
+        state: SUCCESS (result holds the return value), FAILURE (exc_* and traceback
+            describe the exception) or RETRY (countdown holds the delay).
+        lost: the process running the job died (killed, ``os._exit``, hard time
+            limit); the consumer decides whether to requeue or reject.
+    """
+
+    job_id: str
+    state: OutcomeState
+    result: Any = None
+    runtime: float = 0.0
+    exc_type: str | None = None
+    exc_message: str | None = None
+    exc_module: str | None = None
+    traceback: str | None = None
+    countdown: float | None = None
+    lost: bool = False

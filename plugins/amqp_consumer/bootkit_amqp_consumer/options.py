@@ -1,0 +1,164 @@
+"""The worker's settings: the options it adds to bootkit, and the frozen view steps use."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from bootkit import ConfigError, Option, Settings
+
+POOLS = ("prefork", "threads", "solo")
+DEFAULT_QUEUE = "celery"
+
+OPTIONS = [
+    Option("app", "The task app, as MODULE:ATTRIBUTE.", short="-A", metavar="MODULE:APP"),
+    Option(
+        "broker",
+        "Broker URL (amqp://, redis://, any kombu URL); default: filesystem:// in the state folder.",
+        short="-b",
+        metavar="URL",
+    ),
+    Option(
+        "result_backend",
+        "Result backend URL (redis://...); default: files in the state folder with the default broker.",
+        metavar="URL",
+    ),
+    Option(
+        "queues",
+        "Queues to consume, comma-separated (repeatable).",
+        short="-Q",
+        multiple=True,
+        metavar="NAMES",
+    ),
+    Option(
+        "concurrency",
+        "Tasks run at once (default: number of CPUs).",
+        type=int,
+        short="-c",
+        metavar="N",
+    ),
+    Option("pool", "Execution pool.", short="-P", choices=POOLS, default="prefork"),
+    Option("hostname", "Node name (default bootkit@HOST).", short="-n", metavar="NAME"),
+    Option(
+        "prefetch_multiplier", "Messages reserved per pool slot.", type=int, default=4, metavar="N"
+    ),
+    Option(
+        "acks_late", "Acknowledge after the task ran, for every task.", type=bool, default=False
+    ),
+    Option(
+        "accept_content",
+        "Content types accepted (repeatable); pickle only if you trust every producer.",
+        multiple=True,
+        default=("application/json",),
+        metavar="TYPE",
+    ),
+    Option(
+        "max_message_size",
+        "Largest message body in bytes; larger ones are rejected.",
+        type=int,
+        default=16 * 1024 * 1024,
+        metavar="BYTES",
+    ),
+    Option(
+        "max_redeliveries",
+        "Times a task whose process died is requeued before it is rejected.",
+        type=int,
+        default=3,
+        metavar="N",
+    ),
+]
+
+_CONTENT_ALIASES = {
+    "json": "application/json",
+    "pickle": "application/x-python-serialize",
+    "yaml": "application/x-yaml",
+    "msgpack": "application/x-msgpack",
+}
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """Everything the worker's steps read, derived once from the settings."""
+
+    app: str | None
+    broker: str
+    transport_options: dict[str, object]
+    result_backend: str | None
+    queues: tuple[str, ...]
+    concurrency: int
+    pool: str
+    hostname: str
+    prefetch_multiplier: int
+    acks_late: bool
+    accept_content: frozenset[str]
+    max_message_size: int
+    max_redeliveries: int
+    state_dir: Path
+
+    @property
+    def prefetch_count(self) -> int:
+        return self.concurrency * self.prefetch_multiplier
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> WorkerConfig:
+        """Raises: ConfigError naming the option."""
+        broker = settings.option("broker")
+        transport_options: dict[str, object] = {}
+        backend = settings.option("result_backend")
+        if not broker:
+            broker, transport_options = embedded_broker(settings.state_dir)
+            backend = backend or f"file://{settings.state_dir / 'results'}"
+        queues = tuple(
+            q.strip()
+            for spec in settings.option("queues", ())
+            for q in spec.split(",")
+            if q.strip()
+        )
+        concurrency = settings.option("concurrency") or os.cpu_count() or 1
+        if concurrency < 1:
+            raise ConfigError(f"--concurrency must be at least 1, got {concurrency}")
+        pool = settings.option("pool", "prefork")
+        if pool == "solo" and settings.option("concurrency") not in (None, 1):
+            raise ConfigError("-P solo runs one task at a time; drop -c or use -P threads")
+        if pool == "solo":
+            concurrency = 1
+        multiplier = settings.option("prefetch_multiplier", 4)
+        if multiplier < 1:
+            raise ConfigError(f"--prefetch-multiplier must be at least 1, got {multiplier}")
+        return cls(
+            app=settings.option("app"),
+            broker=broker,
+            transport_options=transport_options,
+            result_backend=backend,
+            queues=queues or (DEFAULT_QUEUE,),
+            concurrency=concurrency,
+            pool=pool,
+            hostname=settings.option("hostname") or f"bootkit@{socket.gethostname()}",
+            prefetch_multiplier=multiplier,
+            acks_late=bool(settings.option("acks_late", False)),
+            accept_content=accepted(settings.option("accept_content", ("application/json",))),
+            max_message_size=settings.option("max_message_size", 16 * 1024 * 1024),
+            max_redeliveries=settings.option("max_redeliveries", 3),
+            state_dir=settings.state_dir,
+        )
+
+
+def accepted(names: tuple[str, ...]) -> frozenset[str]:
+    """Content types from names or aliases (json, pickle, yaml, msgpack)."""
+    return frozenset(_CONTENT_ALIASES.get(n, n) for n in names)
+
+
+def embedded_broker(state_dir: Path) -> tuple[str, dict[str, object]]:
+    """kombu's filesystem transport in the state folder: no server, works across processes."""
+    queue = state_dir / "broker" / "queue"
+    control = state_dir / "broker" / "control"
+    queue.mkdir(parents=True, exist_ok=True)
+    control.mkdir(parents=True, exist_ok=True)
+    return "filesystem://", {
+        "data_folder_in": str(queue),
+        "data_folder_out": str(queue),
+        "control_folder": str(control),
+        "polling_interval": 0.05,
+    }

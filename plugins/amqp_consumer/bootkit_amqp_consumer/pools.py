@@ -1,0 +1,177 @@
+"""Execution pools: solo (in the consumer's own thread), threads, and processes.
+
+A pool runs `Job`s with a `Runner` and reports each `Outcome` to the `Done` callback
+given with the job, from whichever thread finished it. `submit` never blocks: the
+consumer bounds the jobs in flight by its prefetch count.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable
+from typing import Protocol
+
+from bootkit_amqp_consumer.job import Job, Outcome
+
+Runner = Callable[[Job], Outcome]
+Done = Callable[[Outcome], None]
+
+
+class Pool(Protocol):
+    """What the consumer needs from a pool."""
+
+    kind: str
+
+    @property
+    def size(self) -> int:
+        """Jobs that can run at once."""
+        ...
+
+    def start(self) -> None:
+        """Start workers; return once they can take jobs."""
+        ...
+
+    def submit(self, job: Job, done: Done) -> None:
+        """Run `job`; call `done(outcome)` when it ends."""
+        ...
+
+    def stop(self, *, wait: bool = True) -> None:
+        """Stop; with `wait`, let running jobs finish first (their `done` is called)."""
+        ...
+
+    def terminate(self, job_id: str) -> bool:
+        """Kill the running job `job_id`; False when not running or not supported."""
+        ...
+
+    def grow(self, n: int) -> None:
+        """Add `n` workers."""
+        ...
+
+    def shrink(self, n: int) -> None:
+        """Remove `n` workers (never below one), once they are idle."""
+        ...
+
+    def active(self) -> list[str]:
+        """Ids of the jobs running now."""
+        ...
+
+
+class SoloPool:
+    """Runs each job at once in the caller's thread (the consumer's): no handoff at all."""
+
+    kind = "solo"
+
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
+        self._running: str | None = None
+
+    @property
+    def size(self) -> int:
+        return 1
+
+    def start(self) -> None:
+        pass
+
+    def submit(self, job: Job, done: Done) -> None:
+        self._running = job.id
+        try:
+            outcome = self.runner(job)
+        finally:
+            self._running = None
+        done(outcome)
+
+    def stop(self, *, wait: bool = True) -> None:
+        pass
+
+    def terminate(self, job_id: str) -> bool:
+        return False
+
+    def grow(self, n: int) -> None:
+        raise ValueError("the solo pool has exactly one slot; use -P threads or prefork")
+
+    def shrink(self, n: int) -> None:
+        raise ValueError("the solo pool has exactly one slot; use -P threads or prefork")
+
+    def active(self) -> list[str]:
+        return [self._running] if self._running else []
+
+
+_STOP = None
+
+
+class ThreadPool:
+    """N threads taking jobs from one queue."""
+
+    kind = "threads"
+
+    def __init__(self, runner: Runner, size: int) -> None:
+        if size < 1:
+            raise ValueError(f"a pool needs at least one slot, got {size}")
+        self.runner = runner
+        self._wanted = size
+        self._queue: queue.SimpleQueue[tuple[Job, Done] | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._running: dict[int, str] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def size(self) -> int:
+        return self._wanted
+
+    def start(self) -> None:
+        self._spawn(self._wanted)
+
+    def _spawn(self, n: int) -> None:
+        for _ in range(n):
+            thread = threading.Thread(
+                target=self._work, name=f"bootkit-pool-{len(self._threads)}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+
+    def _work(self) -> None:
+        ident = threading.get_ident()
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                return
+            job, done = item
+            with self._lock:
+                self._running[ident] = job.id
+            try:
+                outcome = self.runner(job)
+            finally:
+                with self._lock:
+                    self._running.pop(ident, None)
+            done(outcome)
+
+    def submit(self, job: Job, done: Done) -> None:
+        self._queue.put((job, done))
+
+    def stop(self, *, wait: bool = True) -> None:
+        threads, self._threads = self._threads, []
+        for _ in threads:
+            self._queue.put(_STOP)
+        if wait:
+            for thread in threads:
+                thread.join()
+
+    def terminate(self, job_id: str) -> bool:
+        return False
+
+    def grow(self, n: int) -> None:
+        with self._lock:
+            self._wanted += n
+        self._spawn(n)
+
+    def shrink(self, n: int) -> None:
+        with self._lock:
+            n = min(n, self._wanted - 1)
+            self._wanted -= n
+        for _ in range(n):
+            self._queue.put(_STOP)
+
+    def active(self) -> list[str]:
+        with self._lock:
+            return list(self._running.values())

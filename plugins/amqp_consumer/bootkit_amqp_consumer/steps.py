@@ -1,0 +1,236 @@
+"""The worker's steps: blueprint ``worker`` (app, timer, results, pool, consumer) and
+blueprint ``consumer`` (connection, tasks, loop), which the worker restarts on
+connection loss with backoff."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from bootkit import BlueprintStep, Context, Step, StopReason
+from bootkit_amqp_consumer.app import App, load_app
+from bootkit_amqp_consumer.errors import BrokerConnectionLostError
+from bootkit_amqp_consumer.execution import make_runner
+from bootkit_amqp_consumer.options import WorkerConfig
+from bootkit_amqp_consumer.pools import Pool, SoloPool, ThreadPool
+from bootkit_amqp_consumer.state import WorkerState
+from bootkit_amqp_consumer.timer import Timer
+
+if TYPE_CHECKING:
+    from bootkit_amqp_consumer.consumer import TaskConsumer
+
+
+class Results:
+    """The result backend, or None when results are not kept."""
+
+    def __init__(self, backend: Any) -> None:
+        self.backend = backend
+
+
+class Connection:
+    """The consumer blueprint's broker connection (a kombu ``Connection``)."""
+
+    def __init__(self, kombu_connection: Any) -> None:
+        self.kombu = kombu_connection
+
+
+class AppStep(Step):
+    """Loads the task app named by ``-A`` and the worker's configuration."""
+
+    name = "amqp.app"
+    blueprint = "worker"
+
+    def start(self, ctx: Context) -> None:
+        config = WorkerConfig.from_settings(ctx.settings)
+        app = load_app(config.app) if config.app else App("bootkit")
+        app.configure(
+            broker=config.broker,
+            result_backend=config.result_backend,
+            transport_options=config.transport_options,
+        )
+        ctx.provide(WorkerConfig, config)
+        ctx.provide(App, app)
+        ctx.provide(WorkerState, WorkerState())
+
+    def stop(self, ctx: Context, reason: StopReason) -> None:
+        app = ctx.find(App)
+        if app is not None:
+            app.close()
+
+
+class TimerStep(Step):
+    """The timer that holds ETA tasks and runs periodic work."""
+
+    name = "amqp.timer"
+    blueprint = "worker"
+
+    def start(self, ctx: Context) -> None:
+        self.timer = Timer()
+        self.timer.start()
+        ctx.provide(Timer, self.timer)
+
+    def stop(self, ctx: Context, reason: StopReason) -> None:
+        self.timer.stop()
+
+
+class ResultsStep(Step):
+    """Opens the result backend, when one is configured."""
+
+    name = "amqp.results"
+    blueprint = "worker"
+    requires = ("amqp.app",)
+
+    def start(self, ctx: Context) -> None:
+        ctx.provide(Results, Results(ctx.get(App).backend))
+
+    def stop(self, ctx: Context, reason: StopReason) -> None:
+        pass  # the app closes its backend
+
+
+class PoolStep(Step):
+    """The execution pool (``-P solo|threads|prefork``, ``-c N``)."""
+
+    name = "amqp.pool"
+    blueprint = "worker"
+    requires = ("amqp.app",)
+    stop_timeout: ClassVar[float | None] = None  # a warm stop waits for running tasks
+
+    def start(self, ctx: Context) -> None:
+        config = ctx.get(WorkerConfig)
+        runner = make_runner(ctx.get(App))
+        self.pool: Pool
+        if config.pool == "solo":
+            self.pool = SoloPool(runner)
+        elif config.pool == "threads":
+            self.pool = ThreadPool(runner, config.concurrency)
+        else:
+            from bootkit_amqp_consumer.pool_process import ProcessPool
+
+            self.pool = ProcessPool(runner, config.concurrency)
+        self.pool.start()
+        ctx.provide(Pool, self.pool)  # type: ignore[type-abstract]
+
+    def stop(self, ctx: Context, reason: StopReason) -> None:
+        self.pool.stop(wait=reason is StopReason.SHUTDOWN)
+
+
+class ConsumerStep(BlueprintStep):
+    """Runs the consumer blueprint; restarts it when the broker connection is lost."""
+
+    name = "amqp.consumer"
+    blueprint = "worker"
+    hosts = "consumer"
+    requires = ("amqp.pool", "amqp.timer", "amqp.results")
+    restart_on = (ConnectionError, OSError)
+    max_restarts = 100
+    restart_window = 60.0
+    backoff_initial = 0.1
+    backoff_max = 5.0
+    stop_timeout: ClassVar[float | None] = None
+
+
+class ConnectionStep(Step):
+    """Connects to the broker; fails (and is retried with backoff) while it is down."""
+
+    name = "amqp.connection"
+    blueprint = "consumer"
+    start_timeout: ClassVar[float | None] = 30.0
+
+    def start(self, ctx: Context) -> None:
+        from kombu.connection import Connection as KombuConnection
+
+        config = ctx.get(WorkerConfig)
+        self.conn = KombuConnection(
+            config.broker,
+            heartbeat=10,
+            transport_options=config.transport_options,
+            connect_timeout=4,
+        )
+        try:
+            self.conn.connect()
+        except Exception as exc:
+            self.conn.release()
+            raise BrokerConnectionLostError(
+                f"cannot connect to {self.conn.as_uri()}: {type(exc).__name__}: {exc}"
+            ) from exc
+        ctx.provide(Connection, Connection(self.conn))
+
+    def stop(self, ctx: Context, reason: StopReason) -> None:
+        with contextlib.suppress(Exception):  # a dead connection has nothing left to release
+            self.conn.release()
+
+
+class TasksStep(Step):
+    """Declares the task queues and starts consuming them."""
+
+    name = "amqp.tasks"
+    blueprint = "consumer"
+    requires = ("amqp.connection",)
+
+    def start(self, ctx: Context) -> None:
+        from bootkit_amqp_consumer.consumer import TaskConsumer
+
+        results = ctx.get(Results)
+        self.consumer = TaskConsumer(
+            app=ctx.get(App),
+            config=ctx.get(WorkerConfig),
+            pool=ctx.get(Pool),  # type: ignore[type-abstract]
+            timer=ctx.get(Timer),
+            backend=results.backend,
+            state=ctx.get(WorkerState),
+            connection=ctx.get(Connection).kombu,
+        )
+        connection = ctx.get(Connection).kombu
+        errors = tuple(connection.connection_errors) + tuple(connection.channel_errors)
+        try:
+            self.consumer.declare()
+        except errors as exc:
+            raise BrokerConnectionLostError(f"{type(exc).__name__}: {exc}") from exc
+        ctx.provide(TaskConsumer, self.consumer)
+
+    def stop(self, ctx: Context, reason: StopReason) -> None:
+        self.consumer.close()
+
+
+class LoopStep(Step):
+    """Runs the consumer's loop in its own thread; a warm stop lets running tasks finish."""
+
+    name = "amqp.loop"
+    blueprint = "consumer"
+    requires = ("amqp.tasks",)
+    stop_timeout: ClassVar[float | None] = None
+
+    def start(self, ctx: Context) -> None:
+        from bootkit_amqp_consumer.consumer import TaskConsumer
+
+        self.consumer: TaskConsumer = ctx.get(TaskConsumer)
+        self.thread = threading.Thread(
+            target=self._run, args=(ctx,), name="bootkit-consumer", daemon=True
+        )
+        self.thread.start()
+
+    def _run(self, ctx: Context) -> None:
+        try:
+            self.consumer.run()
+        except BrokerConnectionLostError as exc:
+            ctx.fail(exc, step=self.name)
+        except Exception as exc:  # the loop must never die silently
+            ctx.fail(exc, step=self.name)
+
+    def stop(self, ctx: Context, reason: StopReason) -> None:
+        self.consumer.stop()
+        if self.thread is not threading.current_thread():
+            self.thread.join()
+
+
+STEPS: list[type[Step]] = [
+    AppStep,
+    TimerStep,
+    ResultsStep,
+    PoolStep,
+    ConsumerStep,
+    ConnectionStep,
+    TasksStep,
+    LoopStep,
+]
