@@ -172,7 +172,7 @@ def build_settings(
                 f"config file {sources.file_path}: unknown key {unknown[0]!r}; no installed "
                 "plugin declares it (is its plugin blocked or missing?)"
             )
-    blocked, extra = _split_plugin_specs(core["plugins"])
+    blocked, extra = _split_plugin_specs([v for v, _ in resolver.accumulated(CORE_OPTIONS[2])])
     state_dir = core["state_dir"]
     return Settings(
         state_dir=Path(state_dir) if state_dir else default_state_dir(sources.env),
@@ -222,19 +222,25 @@ class _Resolver:
             return tuple(option.default or ())
         return option.default
 
+    def accumulated(self, option: Option) -> list[tuple[Any, str]]:
+        """Every value of a list option from the file, the environment and the command
+        line, in that order, each with where it came from: these lists add up."""
+        found: list[tuple[Any, str]] = []
+        if option.name in self.sources.file:
+            where = f"config file {self.sources.file_path}"
+            found += [
+                (v, where)
+                for v in _check_file_value(option, self.sources.file[option.name], self.sources)
+            ]
+        raw_env = self.sources.env.get(option.envvar)
+        if raw_env is not None:
+            where = f"environment variable {option.envvar}"
+            found += [(v, where) for v in _coerce(option, raw_env, where)]
+        found += [(v, "command line") for v in self.cli.get(option.name) or ()]
+        return found
+
     def disables(self) -> list[Disable]:
-        given = self.cli.get("without")
-        if given:
-            return [Disable(name, "command line") for name in given]
-        env = self.sources.env.get(ENV_PREFIX + "WITHOUT")
-        if env is not None:
-            names = [n.strip() for n in env.split(",") if n.strip()]
-            return [Disable(name, f"environment variable {ENV_PREFIX}WITHOUT") for name in names]
-        without = CORE_OPTIONS[1]
-        if without.name in self.sources.file:
-            values = _check_file_value(without, self.sources.file[without.name], self.sources)
-            return [Disable(name, f"config file {self.sources.file_path}") for name in values]
-        return []
+        return [Disable(name, where) for name, where in self.accumulated(CORE_OPTIONS[1])]
 
 
 def _coerce(option: Option, raw: str, where: str) -> Any:

@@ -10,6 +10,7 @@ import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from importlib.metadata import entry_points
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -38,7 +39,14 @@ def cli_env(
     base["BOOTKIT_STATE_DIR"] = str(tmp_path / "cli-state")
     if sites:
         base["PYTHONPATH"] = os.pathsep.join(str(s) for s in sites)
-    base.update(env or {})
+    # The kernel's tests see only the plugins they install: block the environment's own
+    # (the workspace plugins); -p specs add up across sources, so a test can add more.
+    own = ",".join(f"no:{ep.name}" for ep in entry_points(group="bootkit"))
+    extra = dict(env or {})
+    specs = [s for s in (own, extra.pop("BOOTKIT_PLUGINS", "")) if s]
+    if specs:
+        base["BOOTKIT_PLUGINS"] = ",".join(specs)
+    base.update(extra)
     return base
 
 

@@ -104,3 +104,17 @@ def test_malformed_config_file_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"bootkit.toml") as info:
         Sources.read(path)
     assert "\n" not in str(info.value)
+
+
+def test_without_and_plugins_add_up_across_sources() -> None:
+    src = sources(
+        env={"BOOTKIT_WITHOUT": "mingle", "BOOTKIT_PLUGINS": "no:b"},
+        file={"without": ["gossip"], "plugins": ["no:a"]},
+    )
+    s = build_settings(src, {"without": ("heartbeat",), "plugins": ("no:c",)})
+    assert [(d.name, d.source) for d in s.without] == [
+        ("gossip", "config file bootkit.toml"),
+        ("mingle", "environment variable BOOTKIT_WITHOUT"),
+        ("heartbeat", "command line"),
+    ]
+    assert s.blocked_plugins == ("a", "b", "c")
