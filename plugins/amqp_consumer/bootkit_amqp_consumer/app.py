@@ -152,6 +152,9 @@ class App:
         self._local = threading.local()
         self._backend: Any = None
         self._lock = threading.Lock()
+        from bootkit_amqp_consumer import builtins
+
+        builtins.register(self)
 
     def configure(
         self,

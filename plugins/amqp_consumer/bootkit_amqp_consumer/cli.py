@@ -11,8 +11,8 @@ import click
 from bootkit import BootkitError, ConfigError
 from bootkit.cli import current_settings
 from bootkit_amqp_consumer.app import App
+from bootkit_amqp_consumer.errors import TaskFailedError, TaskRevokedError
 from bootkit_amqp_consumer.options import WorkerConfig
-from bootkit_amqp_consumer.results import TaskFailedError, TaskRevokedError
 
 
 def _value(text: str) -> Any:

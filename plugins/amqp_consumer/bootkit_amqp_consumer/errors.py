@@ -57,3 +57,34 @@ class MaxRetriesExceededError(Exception):
 
 class ResultTimeoutError(WorkerError):
     """``AsyncResult.get`` gave up waiting for the result."""
+
+
+class TaskFailedError(Exception):
+    """`AsyncResult.get` re-raises this for a failure whose exception class is not loaded here.
+
+    Attributes:
+        exc_type, exc_module: the remote exception's class (qualified name) and module.
+        message: its arguments as text. remote_traceback: the worker's traceback, if any.
+    """
+
+    def __init__(
+        self,
+        task_id: str,
+        exc_type: str,
+        exc_module: str,
+        message: str,
+        remote_traceback: str | None,
+    ) -> None:
+        super().__init__(
+            f"task {task_id} failed with {exc_module}.{exc_type}: {message} "
+            f"(import {exc_module} before get() to receive the original exception)"
+        )
+        self.task_id = task_id
+        self.exc_type = exc_type
+        self.exc_module = exc_module
+        self.message = message
+        self.remote_traceback = remote_traceback
+
+
+class TaskRevokedError(Exception):
+    """`AsyncResult.get` raises this when the task was revoked (reason: revoked, expired, ...)."""

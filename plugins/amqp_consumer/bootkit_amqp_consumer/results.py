@@ -19,44 +19,13 @@ from typing import Any, Literal
 import redis
 from redis.client import Pipeline, PubSub
 
-from bootkit_amqp_consumer.errors import ResultTimeoutError
+from bootkit_amqp_consumer.errors import ResultTimeoutError, TaskFailedError, TaskRevokedError
 from bootkit_amqp_consumer.job import Outcome
 
 ResultState = Literal["PENDING", "STARTED", "SUCCESS", "FAILURE", "RETRY", "REVOKED"]
 READY_STATES = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
 PROPAGATE_STATES = frozenset({"FAILURE", "REVOKED"})
 KEY_PREFIX = "celery-task-meta-"
-
-
-class TaskFailedError(Exception):
-    """`AsyncResult.get` re-raises this for a failure whose exception class is not loaded here.
-
-    Attributes:
-        exc_type, exc_module: the remote exception's class (qualified name) and module.
-        message: its arguments as text. remote_traceback: the worker's traceback, if any.
-    """
-
-    def __init__(
-        self,
-        task_id: str,
-        exc_type: str,
-        exc_module: str,
-        message: str,
-        remote_traceback: str | None,
-    ) -> None:
-        super().__init__(
-            f"task {task_id} failed with {exc_module}.{exc_type}: {message} "
-            f"(import {exc_module} before get() to receive the original exception)"
-        )
-        self.task_id = task_id
-        self.exc_type = exc_type
-        self.exc_module = exc_module
-        self.message = message
-        self.remote_traceback = remote_traceback
-
-
-class TaskRevokedError(Exception):
-    """`AsyncResult.get` raises this when the task was revoked (reason: revoked, expired, ...)."""
 
 
 class RedisBackend:
