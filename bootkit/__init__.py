@@ -29,6 +29,7 @@ from bootkit.events import (
 )
 from bootkit.hookspecs import hookimpl
 from bootkit.kernel import Kernel
+from bootkit.log import logger
 from bootkit.plan import Edge, EdgeKind, Plan, PlannedStep, Provenance, Status
 from bootkit.step import Condition, Step, StopReason
 from bootkit.supervise import BlueprintStep, RestartBudgetError
@@ -72,4 +73,5 @@ __all__ = [
     "Transition",
     "UnknownStepError",
     "hookimpl",
+    "logger",
 ]

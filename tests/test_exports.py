@@ -44,6 +44,7 @@ PUBLIC = {
     "Transition",
     "UnknownStepError",
     "hookimpl",
+    "logger",
 }
 
 

@@ -35,7 +35,7 @@ from kombu.common import QoS
 from kombu.entity import Exchange, Queue
 from kombu.messaging import Consumer
 
-from bootkit.log import logger
+from bootkit import logger
 from bootkit_amqp_consumer.app import App
 from bootkit_amqp_consumer.errors import BadMessageError, BrokerConnectionLostError
 from bootkit_amqp_consumer.job import Job, Outcome
@@ -104,7 +104,11 @@ class TaskConsumer:
         self.consumer.consume()
 
     def _set_prefetch(self, prefetch_count: int) -> None:
-        self.channel.basic_qos(0, prefetch_count, False)
+        # RabbitMQ 3.3+ applies a per-consumer (global=False) limit only to consumers
+        # created after it, so a raised count would never reach ours; its global=True
+        # is the channel-wide limit AMQP's spec calls per-consumer. As Celery does.
+        shared = not self.connection.qos_semantics_matches_spec
+        self.channel.basic_qos(0, prefetch_count, shared)
 
     # -- the loop ------------------------------------------------------------------
 
@@ -124,6 +128,7 @@ class TaskConsumer:
         try:
             while True:
                 self._run_posted()
+                self.qos.update()  # held ETA messages raise it: they must not take a slot
                 if self._stopping.is_set():
                     if not self._draining:
                         self._begin_drain()
@@ -263,7 +268,7 @@ class TaskConsumer:
         self.state.processed["revoked"] += 1
         self.log.info("task_revoked", task=request.name, task_id=request.id, why=why)
         if self.backend is not None and not request.ignore_result:
-            self.backend.store_state(request.id, "REVOKED")
+            self.backend.store_state(request.id, "REVOKED", reason=why)
         return True
 
     def _dispatch(self) -> None:
@@ -275,13 +280,15 @@ class TaskConsumer:
             if not delivery.acks_late:
                 delivery.message.ack()
             self.running[request.id] = delivery
+            task = self.app.tasks[request.name]
             job = Job(
                 request.id,
                 request.name,
                 request.args,
                 request.kwargs,
-                soft_time_limit=request.soft_time_limit,
-                time_limit=request.time_limit,
+                # The message's limits win; without them, the task's own apply.
+                soft_time_limit=request.soft_time_limit or task.soft_time_limit,
+                time_limit=request.time_limit or task.time_limit,
                 context={
                     "id": request.id,
                     "retries": request.retries,
@@ -363,6 +370,7 @@ class TaskConsumer:
             request.kwargs,
             task_id=request.id,
             countdown=outcome.countdown,
+            expires=request.expires,
             retries=request.retries + 1,
             time_limit=request.time_limit,
             soft_time_limit=request.soft_time_limit,

@@ -88,3 +88,7 @@ class TaskFailedError(Exception):
 
 class TaskRevokedError(Exception):
     """`AsyncResult.get` raises this when the task was revoked (reason: revoked, expired, ...)."""
+
+
+class Terminated(Exception):  # noqa: N818 - the outcome's exc_type, as the pool reports it
+    """The task's process was terminated on request (revoke with terminate)."""

@@ -115,8 +115,8 @@ def build(
     if priority is not None:
         properties["priority"] = priority
     if expires is not None:
-        ms = max(0, int((expires - now).total_seconds() * 1000))
-        properties["expiration"] = str(ms)
+        # In seconds: kombu's publish() puts it on the wire as milliseconds.
+        properties["expiration"] = max(0.0, (expires - now).total_seconds())
     embed = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
     return OutgoingMessage((list(args), dict(kwargs), embed), headers, properties)
 

@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from bootkit.log import logger
+from bootkit import logger
 
 
 class Entry:
