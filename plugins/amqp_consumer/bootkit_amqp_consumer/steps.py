@@ -193,6 +193,30 @@ class TasksStep(Step):
         self.consumer.close()
 
 
+class ControlStep(Step):
+    """Answers remote control requests (``revoke``, ``ping``) on the pidbox."""
+
+    name = "amqp.control"
+    blueprint = "consumer"
+    requires = ("amqp.connection",)
+    # After amqp.tasks, not beside it: a connection must never be used by two threads.
+    after = ("amqp.tasks",)
+    before = ("amqp.loop",)
+
+    def start(self, ctx: Context) -> None:
+        from bootkit_amqp_consumer.control import Control
+
+        self.control = Control(
+            connection=ctx.get(Connection).kombu,
+            nodename=ctx.get(WorkerConfig).hostname,
+            state=ctx.get(WorkerState),
+        )
+        self.control.start()
+
+    def stop(self, ctx: Context, reason: StopReason) -> None:
+        self.control.stop()
+
+
 class LoopStep(Step):
     """Runs the consumer's loop in its own thread; a warm stop lets running tasks finish."""
 
@@ -232,5 +256,6 @@ STEPS: list[type[Step]] = [
     ConsumerStep,
     ConnectionStep,
     TasksStep,
+    ControlStep,
     LoopStep,
 ]
