@@ -19,18 +19,17 @@ from collections import deque
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from multiprocessing.context import ForkProcess
-from types import FrameType
 from typing import Literal
 
 from bootkit import logger
 from bootkit_amqp_consumer.errors import (
-    SoftTimeLimitExceededError,
     TimeLimitExceededError,
     WorkerError,
     WorkerLostError,
 )
 from bootkit_amqp_consumer.execution import failure
 from bootkit_amqp_consumer.job import Job, Outcome
+from bootkit_amqp_consumer.pool_child import child_main
 from bootkit_amqp_consumer.pools import Done, Runner
 
 KillReason = Literal["time_limit", "terminated"]
@@ -169,7 +168,7 @@ class ProcessPool:
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
         self._spawned += 1
         process = self._ctx.Process(
-            target=_child_main,
+            target=child_main,
             args=(child_end, self.runner, parents, mask),
             name=f"bootkit-prefork-{self._spawned}",
             daemon=True,  # joined/terminated by multiprocessing at exit if stop() was skipped
@@ -423,79 +422,3 @@ def _lost(child: _Child, job: Job, exitcode: int | None) -> Outcome:
         exc_message=message,
         lost=lost,
     )
-
-
-# The child process.
-
-
-class _SoftLimit:
-    """The child's SIGUSR1 handler: raises in the running task, once; ignored between jobs."""
-
-    def __init__(self) -> None:
-        self.job: Job | None = None
-
-    def __call__(self, signum: int, frame: FrameType | None) -> None:
-        # Disarm before raising: at most one raise per job, so the guard in _run that
-        # catches it is never interrupted by a second one. A signal meant for the
-        # previous job (sent before the parent read its outcome) is handled before
-        # recv returns the next job, so it always finds the handler disarmed.
-        job, self.job = self.job, None
-        if job is not None:
-            raise SoftTimeLimitExceededError(
-                f"task {job.name}[{job.id}] ran past its soft time limit ({job.soft_time_limit}s)"
-            )
-
-
-def _child_main(
-    conn: Connection,
-    runner: Runner,
-    parents: list[Connection | int],
-    mask: set[signal.Signals],
-) -> None:
-    """Run jobs from `conn` until told to exit or the parent goes away (in the child)."""
-    for item in parents:
-        if isinstance(item, Connection):
-            item.close()
-        else:
-            os.close(item)
-    soft_limit = _SoftLimit()
-    signal.set_wakeup_fd(-1)  # the parent's wakeup fd is the parent's alone
-    for signum in signal.valid_signals():
-        if callable(signal.getsignal(signum)):  # the parent's Python handlers
-            signal.signal(signum, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGUSR1, soft_limit)
-    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-    while True:
-        try:
-            data = conn.recv_bytes()
-        except (EOFError, OSError):  # the parent is gone
-            return
-        job: Job | None = pickle.loads(data)
-        if job is None:
-            return
-        outcome = _run(runner, job, soft_limit)
-        try:
-            payload = pickle.dumps(outcome, pickle.HIGHEST_PROTOCOL)
-        except Exception as exc:  # an unpicklable result
-            payload = pickle.dumps(failure(job.id, exc, outcome.runtime), pickle.HIGHEST_PROTOCOL)
-        try:
-            conn.send_bytes(payload)
-        except OSError:
-            return
-
-
-def _run(runner: Runner, job: Job, soft_limit: _SoftLimit) -> Outcome:
-    """Run one job in the child with its soft limit armed, always returning an outcome."""
-    started = time.monotonic()
-    soft_limit.job = job
-    try:
-        try:
-            return runner(job)
-        finally:
-            soft_limit.job = None
-    # The runner turns task errors into outcomes; this catches its own bugs and a soft
-    # limit that lands after the task returned but before the handler was disarmed.
-    except Exception as exc:
-        return failure(job.id, exc, time.monotonic() - started)
