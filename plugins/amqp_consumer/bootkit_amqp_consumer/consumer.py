@@ -272,7 +272,9 @@ class TaskConsumer:
         return True
 
     def _dispatch(self) -> None:
-        while self.reserved and len(self.running) < self.pool.size and not self._draining:
+        # Not once a stop is asked for, even before the drain begins: a task finishing in
+        # the meantime must not start the next (the solo pool would run them all).
+        while self.reserved and len(self.running) < self.pool.size and not self._stopping.is_set():
             delivery = self.reserved.popleft()
             if self._discard_if_stale(delivery):
                 continue

@@ -1,0 +1,160 @@
+"""Malformed messages published raw to a live worker's queue, each followed by a good task.
+
+Every bad message is rejected exactly once with a `message_rejected` event naming the
+reason; the worker stays up, the good task completes and the queue ends empty. One
+worker per broker serves the whole module, so it also proves the worker survives them
+all in a row.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bootkit_amqp_consumer import App
+from bootkit_amqp_consumer.protocol import build
+from e2e_support import RESULTS_URL, WAIT, Broker, launch, stop, unique
+from e2e_tasks import ADD, make_app
+from tests.support import Service
+
+MAX_SIZE = 2048  # --max-message-size of the module's worker
+JSON = "application/json"
+
+
+@dataclass(frozen=True)
+class Shape:
+    """A raw message: body, content type and encoding, headers (None for none)."""
+
+    body: bytes
+    headers: dict[str, Any] | None = field(default_factory=lambda: headers())
+    content_type: str | None = JSON
+    content_encoding: str | None = "utf-8"
+
+
+def headers(**changes: Any) -> dict[str, Any]:
+    """Celery's headers for a valid ADD, with `changes` applied (None removes a key)."""
+    found = build(ADD, [1, 2], {}, task_id=str(uuid.uuid4())).headers
+    for key, value in changes.items():
+        if value is None:
+            del found[key]
+        else:
+            found[key] = value
+    return found
+
+
+BODY = json.dumps([[1, 2], {}, {"callbacks": None, "errbacks": None, "chain": None}]).encode()
+
+SHAPES = {
+    "unknown task": (Shape(BODY, headers(task="e2e.no_such_task")), "unknown_task"),
+    "truncated json": (Shape(BODY[:-4]), "undecodable"),
+    "not utf-8": (Shape(b'[[1, "\xff\xfe"], {}, {}]'), "undecodable"),
+    "no task header, not a v1 body": (Shape(BODY, headers(task=None)), "missing_task"),
+    "retries is text": (Shape(BODY, headers(retries="x")), "bad_header"),
+    "eta is a number": (Shape(BODY, headers(eta=5)), "bad_header"),
+    "timelimit is text": (Shape(BODY, headers(timelimit="y")), "bad_header"),
+    "id is a number": (Shape(BODY, headers(id=3)), "bad_header"),
+    "empty body": (Shape(b""), "bad_body"),
+    "oversize": (Shape(json.dumps([["x" * MAX_SIZE], {}, {}]).encode()), "oversize"),
+}
+
+
+class Canary:
+    """Unpickling this creates the file `path`: what a hostile pickle could do."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (open, (str(self.path), "w"))
+
+
+@dataclass
+class Target:
+    """The module's worker, the queue it consumes and a client sending there."""
+
+    worker: Service
+    broker: Broker
+    queue: str
+    client: App
+
+
+@pytest.fixture(scope="module", params=["rabbitmq", "redis"])
+def target(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Target]:
+    broker: Broker = request.getfixturevalue(f"{request.param}_broker")
+    queue = unique("e2e-bad")
+    worker = launch(
+        tmp_path_factory.mktemp("bad-messages"),
+        broker,
+        queue,
+        "--max-message-size",
+        str(MAX_SIZE),
+        pool="solo",
+    )
+    client = make_app(
+        "e2e-client", broker=broker.url, result_backend=RESULTS_URL, default_queue=queue
+    )
+    try:
+        with worker:
+            yield Target(worker, broker, queue, client)
+            # Stopped, the worker holds nothing: a message it never settled would be back.
+            assert stop(worker) == 0
+            assert broker.depth(queue) == 0
+    finally:
+        client.close()
+        broker.delete(queue)
+
+
+def publish_then_a_good_task(target: Target, shape: Shape) -> list[dict[str, Any]]:
+    """Publish `shape`, then run a good task; the events logged from the first to the last."""
+    mark = len(target.worker.events())
+    target.broker.publish_raw(
+        target.queue,
+        shape.body,
+        content_type=shape.content_type,
+        content_encoding=shape.content_encoding,
+        headers=shape.headers,
+    )
+    result = target.client.send_task(ADD, [2, 2])
+    assert result.get(timeout=WAIT) == 4
+    target.worker.wait_for_line(lambda line: result.id in line and "task_succeeded" in line, WAIT)
+    return target.worker.events()[mark:]
+
+
+@pytest.mark.parametrize(("shape", "reason"), SHAPES.values(), ids=SHAPES.keys())
+def test_bad_message_is_rejected_once_and_the_worker_carries_on(
+    target: Target, shape: Shape, reason: str
+) -> None:
+    logged = publish_then_a_good_task(target, shape)
+
+    assert [e["reason"] for e in logged if e["event"] == "message_rejected"] == [reason]
+    assert target.worker.proc.poll() is None
+    assert target.broker.depth(target.queue) == 0
+
+
+def test_pickle_is_refused_without_being_decoded(target: Target, tmp_path: Path) -> None:
+    proof, canary = tmp_path / "proof", tmp_path / "canary"
+    pickle.loads(pickle.dumps(Canary(proof)))
+    assert proof.exists()  # so decoding the message below would create `canary`
+    shape = Shape(
+        pickle.dumps(Canary(canary)),
+        content_type="application/x-python-serialize",
+        content_encoding="binary",
+    )
+
+    logged = publish_then_a_good_task(target, shape)
+
+    assert [e["reason"] for e in logged if e["event"] == "message_rejected"] == [
+        "content_type_refused"
+    ]
+    assert not canary.exists()
+    assert target.worker.proc.poll() is None
+    assert target.broker.depth(target.queue) == 0
