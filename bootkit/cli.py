@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from bootkit.kernel import Kernel
 
 PLAN_COMMANDS = ("graph", "steps", "why", "start")
+COLD_HOOK_SECONDS = 2.0  # what a cold shutdown gives `bootkit_cold_shutdown` hooks
 
 
 class Session:
@@ -188,13 +189,15 @@ def _start(session: Session, params: dict[str, Any]) -> None:
 
     settings = session.settings(params)
     kernel = Kernel(session.plan(settings), settings, observer=session.plugins)
-    _watch_signals(kernel)
+    _watch_signals(
+        kernel, lambda: session.plugins.manager.hook.bootkit_cold_shutdown(kernel=kernel)
+    )
     status = kernel.run()
     if status != EXIT_OK:
         sys.exit(status)
 
 
-def _watch_signals(kernel: Kernel) -> None:
+def _watch_signals(kernel: Kernel, on_cold: Callable[[], object]) -> None:
     """First SIGTERM/SIGINT: warm shutdown; the second: exit at once with `EXIT_COLD`.
 
     The work is done by a thread woken through `signal.set_wakeup_fd`, not by the
@@ -219,12 +222,27 @@ def _watch_signals(kernel: Kernel) -> None:
                 kernel.request_stop()
             else:
                 logsetup.logger().warning("cold_shutdown", signal=name)
+                _bounded(on_cold, COLD_HOOK_SECONDS)
                 sys.stderr.flush()
                 os._exit(EXIT_COLD)
 
     threading.Thread(target=watch, name="bootkit-signals", daemon=True).start()
     for signum in wanted:
         signal.signal(signum, _ignore)
+
+
+def _bounded(fn: Callable[[], object], seconds: float) -> None:
+    """Run `fn` in a daemon thread for at most `seconds`; log, never raise."""
+
+    def run() -> None:
+        try:
+            fn()
+        except Exception:
+            logsetup.logger().exception("cold_shutdown_hook_failed")
+
+    thread = threading.Thread(target=run, name="bootkit-cold", daemon=True)
+    thread.start()
+    thread.join(seconds)
 
 
 def _ignore(signum: int, frame: FrameType | None) -> None:

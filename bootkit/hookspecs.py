@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
     from bootkit.config import Option, Settings
     from bootkit.events import BlueprintEvent, ChildRestart, StepEvent
+    from bootkit.kernel import Kernel
     from bootkit.step import Step
 
 PROJECT = "bootkit"
@@ -60,6 +61,16 @@ def bootkit_configure(settings: Settings) -> None:
     """Check or act on the final settings before the plan is resolved.
 
     Raise `bootkit.ConfigError` to refuse them with a one-line reason.
+    """
+
+
+@hookspec
+def bootkit_cold_shutdown(kernel: Kernel) -> None:
+    """Undo at once what must not outlive the process (e.g. kill child processes).
+
+    Called from the signal thread when a second SIGTERM/SIGINT cuts the shutdown
+    short, just before the process exits with status 3; all hooks together get two
+    seconds. Steps are not stopped: use it only for what dying would leave behind.
     """
 
 

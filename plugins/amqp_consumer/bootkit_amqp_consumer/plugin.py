@@ -10,6 +10,8 @@ from bootkit_amqp_consumer.options import OPTIONS
 if TYPE_CHECKING:
     import click
 
+    from bootkit import Kernel
+
 
 @hookimpl
 def bootkit_add_steps() -> list[type[Step]]:
@@ -21,6 +23,17 @@ def bootkit_add_steps() -> list[type[Step]]:
 @hookimpl
 def bootkit_add_options() -> list[Option]:
     return OPTIONS
+
+
+@hookimpl
+def bootkit_cold_shutdown(kernel: Kernel) -> None:
+    """Kill the pool's children: a task must not run on, unseen, after its worker died."""
+    from bootkit_amqp_consumer.pools import Pool
+
+    for blueprint in kernel.blueprints:
+        pool = blueprint.ctx.find(Pool)  # type: ignore[type-abstract]
+        if pool is not None:
+            pool.stop(wait=False)
 
 
 @hookimpl

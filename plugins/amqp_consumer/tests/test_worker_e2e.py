@@ -265,8 +265,6 @@ def test_warm_shutdown_returns_a_task_held_for_its_eta_to_the_queue(
 COLD_SHUTDOWN_GAPS = {
     "redis": "on Redis, kombu keeps unacked messages in its unacked hash until the "
     "visibility timeout (1 h) unless the channel is closed, which os._exit never does",
-    "prefork": "a busy prefork child outlives its parent's os._exit, finishes its task "
-    "and so runs it a second time (pool_process.py)",
 }
 
 
