@@ -102,6 +102,15 @@ class TaskConsumer:
         self.qos.update()
         self.consumer = Consumer(self.channel, queues, on_message=self._on_message, no_ack=False)
         self.consumer.consume()
+        self.state.on_cold.append(self.restore_unacked)
+
+    def restore_unacked(self) -> None:
+        """Give unacknowledged messages back now (virtual transports such as Redis
+        otherwise hold them until their visibility timeout); AMQP brokers do it
+        themselves when the connection drops."""
+        restore = getattr(getattr(self.channel, "qos", None), "restore_unacked_once", None)
+        if callable(restore):
+            restore()
 
     def _set_prefetch(self, prefetch_count: int) -> None:
         # RabbitMQ 3.3+ applies a per-consumer (global=False) limit only to consumers
@@ -147,6 +156,8 @@ class TaskConsumer:
         self.post(lambda: None)
 
     def close(self) -> None:
+        with contextlib.suppress(ValueError):
+            self.state.on_cold.remove(self.restore_unacked)
         for fd in (self._wake_r, self._wake_w):
             with contextlib.suppress(OSError):
                 os.close(fd)

@@ -27,13 +27,18 @@ def bootkit_add_options() -> list[Option]:
 
 @hookimpl
 def bootkit_cold_shutdown(kernel: Kernel) -> None:
-    """Kill the pool's children: a task must not run on, unseen, after its worker died."""
+    """Kill the pool's children (a task must not run on, unseen, after its worker died),
+    then hand unacknowledged messages back to the broker."""
     from bootkit_amqp_consumer.pools import Pool
+    from bootkit_amqp_consumer.state import WorkerState
 
     for blueprint in kernel.blueprints:
         pool = blueprint.ctx.find(Pool)  # type: ignore[type-abstract]
         if pool is not None:
             pool.stop(wait=False)
+        state = blueprint.ctx.find(WorkerState)
+        for restore in list(state.on_cold if state else ()):
+            restore()
 
 
 @hookimpl

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
@@ -17,6 +18,9 @@ class WorkerState:
     rejected: Counter[str] = field(default_factory=Counter)
     processed: Counter[str] = field(default_factory=Counter)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # Callbacks that hand unacknowledged messages back to the broker at once; the
+    # running consumer registers one, a cold shutdown calls them.
+    on_cold: list[Callable[[], None]] = field(default_factory=list)
 
     def revoke(self, task_id: str) -> None:
         with self.lock:
