@@ -11,19 +11,19 @@ from __future__ import annotations
 import json
 import os
 import time
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlparse
 
 from bootkit import ConfigError
 from bootkit_amqp_consumer.errors import ResultTimeoutError
-from bootkit_amqp_consumer.job import Outcome
 from bootkit_amqp_consumer.results import (
     KEY_PREFIX,
     READY_STATES,
+    MetaStore,
     RedisBackend,
-    exception_meta,
+    ResultState,
+    make_meta,
 )
 
 
@@ -41,7 +41,7 @@ def open_backend(url: str) -> Any:
     raise ConfigError(f"result backend {url!r}: use redis://HOST:PORT/DB or file:///PATH")
 
 
-class FileBackend:
+class FileBackend(MetaStore):
     """Results as files named like the Redis keys, written atomically."""
 
     def __init__(self, folder: Path) -> None:
@@ -56,7 +56,7 @@ class FileBackend:
     def store(
         self,
         task_id: str,
-        state: str,
+        state: ResultState,
         result: Any = None,
         *,
         traceback: str | None = None,
@@ -66,41 +66,11 @@ class FileBackend:
         path = self._path(task_id)
         if self.get_meta(task_id)["status"] == "SUCCESS":
             return
-        meta = {
-            "status": state,
-            "result": result,
-            "traceback": traceback,
-            "children": children,
-            "date_done": datetime.now(UTC).isoformat() if state in READY_STATES else None,
-            "task_id": task_id,
-        }
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(meta), encoding="utf-8")
+        tmp.write_text(
+            json.dumps(make_meta(task_id, state, result, traceback, children)), encoding="utf-8"
+        )
         tmp.replace(path)
-
-    def store_outcome(self, outcome: Outcome) -> None:
-        if outcome.state == "SUCCESS":
-            self.store(outcome.job_id, "SUCCESS", outcome.result)
-            return
-        error = None
-        if outcome.exc_type is not None:
-            error = exception_meta(
-                outcome.exc_type, outcome.exc_module or "builtins", outcome.exc_message
-            )
-        self.store(outcome.job_id, outcome.state, error, traceback=outcome.traceback)
-
-    def store_state(
-        self,
-        task_id: str,
-        state: Literal["STARTED", "REVOKED", "RETRY"],
-        *,
-        reason: str = "revoked",
-    ) -> None:
-        if state == "REVOKED":
-            error = exception_meta("TaskRevokedError", "celery.exceptions", reason)
-            self.store(task_id, "REVOKED", error)
-        else:
-            self.store(task_id, state)
 
     def get_meta(self, task_id: str) -> dict[str, Any]:
         try:

@@ -28,14 +28,22 @@ PROPAGATE_STATES = frozenset({"FAILURE", "REVOKED"})
 KEY_PREFIX = "celery-task-meta-"
 
 
-class RedisBackend:
-    """Stores and reads task results; one pooled client, safe to share between threads."""
+def make_meta(
+    task_id: str, state: str, result: Any, traceback: str | None, children: list[Any] | None
+) -> dict[str, Any]:
+    """A task's meta in Celery's format and field order."""
+    return {
+        "status": state,
+        "result": result,
+        "traceback": traceback,
+        "children": children,
+        "date_done": datetime.now(UTC).isoformat() if state in READY_STATES else None,
+        "task_id": task_id,
+    }
 
-    def __init__(self, url: str, *, expires: float = 86400.0) -> None:
-        if expires <= 0:
-            raise ValueError(f"result expires must be positive seconds, got {expires!r}")
-        self._client: redis.Redis = redis.Redis.from_url(url)
-        self._expires = math.ceil(expires)  # SETEX takes whole seconds
+
+class MetaStore:
+    """What every backend derives from its `store`: outcomes and states in Celery's terms."""
 
     def store(
         self,
@@ -46,33 +54,16 @@ class RedisBackend:
         traceback: str | None = None,
         children: list[Any] | None = None,
     ) -> None:
-        """Write the task's meta with expiry and publish it; a stored SUCCESS is never replaced.
+        """Write the task's meta; a stored SUCCESS is never replaced."""
+        raise NotImplementedError
 
-        As in Celery, a success is final: a redelivered copy of the task must not undo it.
+    def get_meta(self, task_id: str) -> dict[str, Any]:
+        """The stored meta, PENDING when there is none."""
+        raise NotImplementedError
 
-        Raises:
-            TypeError: `result` or `children` is not JSON-serialisable.
-        """
-        meta = {
-            "status": state,
-            "result": result,
-            "traceback": traceback,
-            "children": children,
-            "date_done": datetime.now(UTC).isoformat() if state in READY_STATES else None,
-            "task_id": task_id,
-        }
-        payload = json.dumps(meta)
-        key = KEY_PREFIX + task_id
-
-        def write(pipe: Pipeline) -> None:
-            current = pipe.get(key)
-            if current is not None and json.loads(current).get("status") == "SUCCESS":
-                return
-            pipe.multi()
-            pipe.set(key, payload, ex=self._expires)  # = SETEX (redis-py 8 deprecates setex)
-            pipe.publish(key, payload)
-
-        self._client.transaction(write, key)
+    def wait(self, task_id: str, timeout: float | None) -> dict[str, Any]:
+        """The meta once ready. Raises: ResultTimeoutError."""
+        raise NotImplementedError
 
     def store_outcome(self, outcome: Outcome) -> None:
         """Store how a job ended: its value, its exception with traceback, or a retry."""
@@ -107,6 +98,45 @@ class RedisBackend:
             self.store(
                 task_id, "REVOKED", exception_meta("TaskRevokedError", "celery.exceptions", reason)
             )
+
+
+class RedisBackend(MetaStore):
+    """Stores and reads task results; one pooled client, safe to share between threads."""
+
+    def __init__(self, url: str, *, expires: float = 86400.0) -> None:
+        if expires <= 0:
+            raise ValueError(f"result expires must be positive seconds, got {expires!r}")
+        self._client: redis.Redis = redis.Redis.from_url(url)
+        self._expires = math.ceil(expires)  # SETEX takes whole seconds
+
+    def store(
+        self,
+        task_id: str,
+        state: ResultState,
+        result: Any = None,
+        *,
+        traceback: str | None = None,
+        children: list[Any] | None = None,
+    ) -> None:
+        """Write the task's meta with expiry and publish it; a stored SUCCESS is never replaced.
+
+        As in Celery, a success is final: a redelivered copy of the task must not undo it.
+
+        Raises:
+            TypeError: `result` or `children` is not JSON-serialisable.
+        """
+        payload = json.dumps(make_meta(task_id, state, result, traceback, children))
+        key = KEY_PREFIX + task_id
+
+        def write(pipe: Pipeline) -> None:
+            current = pipe.get(key)
+            if current is not None and json.loads(current).get("status") == "SUCCESS":
+                return
+            pipe.multi()
+            pipe.set(key, payload, ex=self._expires)  # = SETEX (redis-py 8 deprecates setex)
+            pipe.publish(key, payload)
+
+        self._client.transaction(write, key)
 
     def get_meta(self, task_id: str) -> dict[str, Any]:
         """Return the stored meta; ``{"status": "PENDING", "result": None}`` if there is none."""
@@ -149,7 +179,7 @@ class RedisBackend:
 class AsyncResult:
     """A client's handle on one task's result, read from `backend` (Celery's API, subset)."""
 
-    def __init__(self, task_id: str, backend: RedisBackend) -> None:
+    def __init__(self, task_id: str, backend: MetaStore) -> None:
         self.id = task_id
         self.backend = backend
         self._ready_meta: dict[str, Any] | None = None
