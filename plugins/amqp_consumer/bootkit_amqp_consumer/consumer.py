@@ -109,8 +109,14 @@ class TaskConsumer:
         otherwise hold them until their visibility timeout); AMQP brokers do it
         themselves when the connection drops."""
         restore = getattr(getattr(self.channel, "qos", None), "restore_unacked_once", None)
-        if callable(restore):
-            restore()
+        if not callable(restore):
+            return
+        # First cut the channel's own Redis connections: a BRPOP still blocked in the
+        # server would take a restored message straight back into this dying worker.
+        pool = getattr(getattr(self.channel, "client", None), "connection_pool", None)
+        if pool is not None:
+            pool.disconnect()
+        restore()
 
     def _set_prefetch(self, prefetch_count: int) -> None:
         # RabbitMQ 3.3+ applies a per-consumer (global=False) limit only to consumers

@@ -272,16 +272,7 @@ def test_cold_shutdown_exits_3_and_unfinished_tasks_return_to_the_queue(
     broker: Broker,
     queue: str,
     pool: str,
-    request: pytest.FixtureRequest,
 ) -> None:
-    if broker.kind == "redis":
-        # The cold hook hands Redis's unacked messages back, but here only one of the
-        # two comes back at once; the other waits for the visibility timeout. Open.
-        request.applymarker(
-            pytest.mark.xfail(
-                reason="Redis: cold exit restores only part of the unacked", strict=False
-            )
-        )
     worker = start_worker(pool=pool)
     names = ["c0", "c1"]
     results = [client.send_task(WORK_LATE, [str(ledger), n, 2.0]) for n in names]
