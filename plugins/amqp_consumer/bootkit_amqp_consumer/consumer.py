@@ -284,8 +284,8 @@ class TaskConsumer:
         delivery.message.ack()
         self.state.processed["revoked"] += 1
         self.log.info("task_revoked", task=request.name, task_id=request.id, why=why)
-        if self.backend is not None and not request.ignore_result:
-            self.backend.store_state(request.id, "REVOKED", reason=why)
+        if (backend := self._backend_for(request)) is not None:
+            backend.store_state(request.id, "REVOKED", reason=why)
         return True
 
     def _dispatch(self) -> None:
@@ -321,17 +321,17 @@ class TaskConsumer:
 
     # -- completion ----------------------------------------------------------------
 
+    def _backend_for(self, request: TaskRequest) -> Any:
+        """The result backend when this task's result is kept, else None."""
+        return None if request.ignore_result else self.backend
+
     def _job_done(self, delivery: Delivery, outcome: Outcome) -> None:
         """Called by the pool from its own thread: store the result, then tell the loop."""
         request = delivery.request
-        if (
-            self.backend is not None
-            and not request.ignore_result
-            and not outcome.lost
-            and outcome.state != "RETRY"
-        ):
+        backend = self._backend_for(request)
+        if backend is not None and not outcome.lost and outcome.state != "RETRY":
             try:
-                self.backend.store_outcome(outcome)
+                backend.store_outcome(outcome)
             except Exception:
                 self.log.exception("result_store_failed", task_id=request.id)
         self.post(lambda: self._finished(delivery, outcome))
@@ -370,16 +370,14 @@ class TaskConsumer:
             times=times,
             requeued=delivery.acks_late and not give_up,
         )
-        if not delivery.acks_late:
-            if self.backend is not None and not request.ignore_result:
-                self.backend.store_outcome(outcome)
-            return  # acked before it ran: at most once, as documented
-        if give_up:
-            delivery.message.reject(requeue=False)
-            if self.backend is not None and not request.ignore_result:
-                self.backend.store_outcome(outcome)
-        else:
+        if delivery.acks_late and not give_up:
             delivery.message.requeue()
+            return
+        if delivery.acks_late:
+            delivery.message.reject(requeue=False)
+        # Given up, or acked before it ran (at most once, as documented): the loss is the result.
+        if (backend := self._backend_for(request)) is not None:
+            backend.store_outcome(outcome)
 
     def _retry(self, delivery: Delivery, outcome: Outcome) -> None:
         request = delivery.request
@@ -408,5 +406,5 @@ class TaskConsumer:
             headers=message.headers,
             **message.properties,
         )
-        if self.backend is not None and not request.ignore_result:
-            self.backend.store(request.id, "RETRY")
+        if (backend := self._backend_for(request)) is not None:
+            backend.store(request.id, "RETRY")
