@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from bootkit.config import Settings
 from bootkit.context import Context
@@ -87,6 +88,7 @@ class Blueprint:
         observer: Observer | None = None,
         parent: Context | None = None,
         on_fault: Callable[[Fault], None] | None = None,
+        hook: Any = None,
     ) -> None:
         self.plan = plan
         self.name = name
@@ -109,6 +111,7 @@ class Blueprint:
             parent=parent,
             on_fault=self._fault,
             on_child_restart=self._child_restart,
+            hook=hook,
         )
 
     # -- starting ---------------------------------------------------------------

@@ -188,7 +188,12 @@ def _start(session: Session, params: dict[str, Any]) -> None:
     from bootkit.kernel import Kernel
 
     settings = session.settings(params)
-    kernel = Kernel(session.plan(settings), settings, observer=session.plugins)
+    kernel = Kernel(
+        session.plan(settings),
+        settings,
+        observer=session.plugins,
+        hook=session.plugins.manager.hook,
+    )
     _watch_signals(
         kernel, lambda: session.plugins.manager.hook.bootkit_cold_shutdown(kernel=kernel)
     )

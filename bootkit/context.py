@@ -6,6 +6,8 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import pluggy
+
 from bootkit.errors import ServiceNotFoundError
 
 if TYPE_CHECKING:
@@ -33,8 +35,13 @@ class Context:
         parent: Context | None,
         on_fault: Callable[[str | None, BaseException], None],
         on_child_restart: Callable[[ChildRestart, bool], None],
+        hook: Any = None,
     ) -> None:
         self.settings = settings
+        #: The plugins' hooks: ``ctx.hook.bootkit_<name>(**kwargs)`` calls every
+        #: plugin's implementation, including hooks plugins add with
+        #: `bootkit_add_hookspecs`; empty when the kernel runs without plugins.
+        self.hook: Any = hook if hook is not None else pluggy.HookRelay()
         self.plan = plan
         self.blueprint = blueprint
         self.observer = observer

@@ -27,6 +27,15 @@ hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
+@hookspec(historic=True)
+def bootkit_add_hookspecs(pluginmanager: pluggy.PluginManager) -> None:
+    """Add hooks of this plugin's own with ``pluginmanager.add_hookspecs(module)``.
+
+    Called as each plugin registers, so other plugins can implement the new hooks
+    (prefixed ``bootkit_`` like every hook); steps call them through ``ctx.hook``.
+    """
+
+
 @hookspec
 def bootkit_add_steps() -> Sequence[type[Step]]:
     """Return the step classes this plugin contributes.

@@ -7,6 +7,7 @@ and stop in reverse. A fault that reaches a top-level blueprint stops everything
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 from bootkit.blueprint import Blueprint, Fault
 from bootkit.config import Settings
@@ -26,7 +27,16 @@ EXIT_COLD = 3  # a second signal cut the shutdown short
 class Kernel:
     """Runs a resolved plan."""
 
-    def __init__(self, plan: Plan, settings: Settings, observer: Observer | None = None) -> None:
+    def __init__(
+        self,
+        plan: Plan,
+        settings: Settings,
+        observer: Observer | None = None,
+        *,
+        hook: Any = None,
+    ) -> None:
+        """`hook`: the plugins' hook relay (``Plugins.manager.hook``), reached by steps
+        as ``ctx.hook``."""
         self.plan = plan
         self.settings = settings
         self.recorder = Recorder(plan, settings.state_dir)
@@ -34,7 +44,9 @@ class Kernel:
         self.fault: Fault | None = None
         self._wakeup = threading.Event()
         self.blueprints = [
-            Blueprint(plan, name, settings, observer=self.observer, on_fault=self._on_fault)
+            Blueprint(
+                plan, name, settings, observer=self.observer, on_fault=self._on_fault, hook=hook
+            )
             for name in plan.top_level
         ]
         self._started: list[Blueprint] = []

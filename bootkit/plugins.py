@@ -128,9 +128,7 @@ def load(settings: Settings, *, extra: Sequence[tuple[str, object]] = ()) -> Plu
         PluginError: with ``strict_plugins``, any plugin that fails to load; always,
             a misspelt hook or two plugins registered under one name.
     """
-    manager = _Manager(hookspecs.PROJECT)
-    manager.add_hookspecs(hookspecs)
-    plugins = Plugins(manager)
+    plugins = Plugins(_new_manager())
     blocked = set(settings.blocked_plugins)
     for ep in sorted(entry_points(group=GROUP), key=lambda e: (e.name, e.value)):
         provenance = _provenance(ep)
@@ -141,9 +139,11 @@ def load(settings: Settings, *, extra: Sequence[tuple[str, object]] = ()) -> Plu
         try:
             obj = ep.load()
         except Exception as exc:
-            _fail(plugins, settings, provenance, f"failed to import {ep.value!r}", exc)
+            _fail(
+                plugins, settings.strict_plugins, provenance, f"failed to import {ep.value!r}", exc
+            )
             continue
-        _register(plugins, settings, provenance, obj)
+        _register(plugins, settings.strict_plugins, provenance, obj)
     for spec in settings.extra_plugins:
         if spec in blocked:
             continue
@@ -153,9 +153,34 @@ def load(settings: Settings, *, extra: Sequence[tuple[str, object]] = ()) -> Plu
             raise PluginError(
                 f"-p {spec}: cannot import module {spec!r}: {type(exc).__name__}: {exc}"
             ) from exc
-        _register(plugins, settings, Provenance(spec, f"-p {spec}", ""), module)
+        _register(plugins, settings.strict_plugins, Provenance(spec, f"-p {spec}", ""), module)
     for name, obj in extra:
-        _register(plugins, settings, Provenance(name, "in-process", ""), obj)
+        _register(plugins, settings.strict_plugins, Provenance(name, "in-process", ""), obj)
+    _check_pending(plugins)
+    return plugins
+
+
+def of(*objects: object) -> Plugins:
+    """Plugins made of `objects` (modules or objects with hooks), no entry points read:
+    for tests and embedding. Raises: PluginError as `load` does."""
+    plugins = Plugins(_new_manager())
+    for obj in objects:
+        name = getattr(obj, "__name__", None) or type(obj).__name__
+        _register(plugins, True, Provenance(name, "in-process", ""), obj)
+    _check_pending(plugins)
+    return plugins
+
+
+def _new_manager() -> pluggy.PluginManager:
+    manager = _Manager(hookspecs.PROJECT)
+    manager.add_hookspecs(hookspecs)
+    # Historic: a plugin registered later still gets to add its hooks.
+    manager.hook.bootkit_add_hookspecs.call_historic(kwargs={"pluginmanager": manager})
+    return manager
+
+
+def _check_pending(plugins: Plugins) -> None:
+    manager = plugins.manager
     try:
         manager.check_pending()
     except pluggy.PluginValidationError as exc:
@@ -164,10 +189,9 @@ def load(settings: Settings, *, extra: Sequence[tuple[str, object]] = ()) -> Plu
         raise PluginError(
             f"{where}: {exc}; check the hook's spelling against bootkit.hookspecs"
         ) from exc
-    return plugins
 
 
-def _register(plugins: Plugins, settings: Settings, provenance: Provenance, obj: object) -> None:
+def _register(plugins: Plugins, strict: bool, provenance: Provenance, obj: object) -> None:
     name = provenance.plugin
     if name in plugins.provenance:
         raise PluginError(
@@ -177,19 +201,19 @@ def _register(plugins: Plugins, settings: Settings, provenance: Provenance, obj:
     try:
         plugins.manager.register(obj, name=name)
     except (pluggy.PluginValidationError, ValueError) as exc:
-        _fail(plugins, settings, provenance, "failed to register", exc)
+        _fail(plugins, strict, provenance, "failed to register", exc)
         return
     plugins.provenance[name] = provenance
 
 
 def _fail(
-    plugins: Plugins, settings: Settings, provenance: Provenance, what: str, exc: BaseException
+    plugins: Plugins, strict: bool, provenance: Provenance, what: str, exc: BaseException
 ) -> None:
     message = (
         f"plugin {provenance.plugin!r} from {provenance.distribution} {provenance.version} "
         f"{what}: {type(exc).__name__}: {exc}"
     )
-    if settings.strict_plugins:
+    if strict:
         raise PluginError(
             f"{message}; fix or uninstall it, or block it with -p no:{provenance.plugin}"
         ) from exc

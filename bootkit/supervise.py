@@ -107,6 +107,7 @@ class BlueprintStep(Step):
             observer=ctx.observer,
             parent=ctx,
             on_fault=self._on_child_fault,
+            hook=ctx.hook,
         )
         self.child.start()
 

@@ -62,9 +62,15 @@ def plan_of(
 
 
 @contextmanager
-def running(*steps: type[Step], settings: Settings, observer: Any = None) -> Iterator[Kernel]:
-    """Start a kernel running `steps`; stop it when the block ends."""
-    kernel = Kernel(plan_of(*steps, settings=settings), settings, observer)
+def running(
+    *steps: type[Step], settings: Settings, observer: Any = None, plugins: Sequence[object] = ()
+) -> Iterator[Kernel]:
+    """Start a kernel running `steps`; stop it when the block ends. `plugins` (modules or
+    objects with hooks) are registered, so steps reach their hooks through ``ctx.hook``."""
+    from bootkit.plugins import of
+
+    hook = of(*plugins).manager.hook if plugins else None
+    kernel = Kernel(plan_of(*steps, settings=settings), settings, observer, hook=hook)
     kernel.start()
     try:
         yield kernel

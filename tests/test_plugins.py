@@ -6,9 +6,13 @@ import json
 import re
 from pathlib import Path
 
+import pluggy
 import pytest
 
-from bootkit.testing import write_distribution
+from bootkit import Context, PluginError, Step, StopReason
+from bootkit.hookspecs import hookspec
+from bootkit.plugins import of as plugins_of
+from bootkit.testing import make_settings, running, write_distribution
 from tests.support import RunCLI, one_error_line
 
 LOUD = """
@@ -306,3 +310,52 @@ def test_plugin_command_is_listed_in_help(run_cli: RunCLI, site: Path) -> None:
 
     assert result.returncode == 0, result.stderr
     assert re.search(r"^\s+hello\s+Say hello\.$", result.stdout, re.MULTILINE), result.stdout
+
+
+# -- hooks that plugins add for each other ------------------------------------------
+
+
+class _SpecsOfGossip:
+    """Plays a plugin that declares a hook of its own (as bootkit-gossip does)."""
+
+    class Specs:
+        @staticmethod
+        @hookspec
+        def bootkit_peer_lost(peer: str) -> None:
+            """A peer stopped answering."""
+
+    def bootkit_add_hookspecs(self, pluginmanager: pluggy.PluginManager) -> None:
+        pluginmanager.add_hookspecs(_SpecsOfGossip.Specs)
+
+
+class _Listener:
+    """Plays a third plugin implementing that hook; registered before its spec exists."""
+
+    def __init__(self) -> None:
+        self.lost: list[str] = []
+
+    def bootkit_peer_lost(self, peer: str) -> None:
+        self.lost.append(peer)
+
+
+class _Announce(Step):
+    name = "test.announce"
+    blueprint = "main"
+
+    def start(self, ctx: Context) -> None:
+        ctx.hook.bootkit_peer_lost(peer="w1@host")
+
+    def stop(self, ctx: Context, reason: StopReason) -> None:
+        pass
+
+
+def test_a_plugin_adds_a_hook_that_other_plugins_implement_and_steps_call(tmp_path: Path) -> None:
+    listener = _Listener()
+    settings = make_settings(tmp_path)
+    with running(_Announce, settings=settings, plugins=[listener, _SpecsOfGossip()]):
+        assert listener.lost == ["w1@host"]
+
+
+def test_an_implementation_of_a_hook_nobody_declares_fails_the_load() -> None:
+    with pytest.raises(PluginError, match="bootkit_peer_lost"):
+        plugins_of(_Listener())
