@@ -97,7 +97,7 @@ def _click_option(option: Option) -> click.Option:
     decls = [option.flag] + ([option.short] if option.short else [])
     kwargs: dict[str, Any] = {"help": option.help, "default": None, "metavar": option.metavar}
     if option.type is bool:
-        decls = [f"{option.flag}/--no-{option.flag[2:]}"]
+        decls = [f"{option.flag}/--no-{option.flag[2:]}", *decls[1:]]
         kwargs.pop("metavar")
     elif option.choices:
         kwargs["type"] = click.Choice(option.choices)

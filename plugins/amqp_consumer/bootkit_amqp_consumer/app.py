@@ -328,12 +328,16 @@ class App:
         )
         return AsyncResult(task_id, self.backend)
 
-    def revoke(self, task_id: str | Sequence[str]) -> None:
-        """Tell every worker not to run these tasks (a no-op for ones already done)."""
-        from bootkit_amqp_consumer.control import broadcast
+    def revoke(
+        self, task_id: str | Sequence[str], *, terminate: bool = False, signal: str = "SIGTERM"
+    ) -> None:
+        """Tell every worker not to run these tasks (a no-op for ones already done);
+        `terminate` also kills them where they run, on workers that allow it."""
+        from bootkit_amqp_consumer.pidbox import broadcast
 
         ids = [task_id] if isinstance(task_id, str) else list(task_id)
-        broadcast(self.connection(), "revoke", {"task_id": ids, "terminate": False})
+        arguments = {"task_id": ids, "terminate": terminate, "signal": signal}
+        broadcast(self.connection(), "revoke", arguments)
 
     def AsyncResult(self, task_id: str) -> Any:  # noqa: N802 - the name Celery users know
         """The result of `task_id` from this app's backend."""

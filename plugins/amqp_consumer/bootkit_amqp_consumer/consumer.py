@@ -38,6 +38,7 @@ from kombu.messaging import Consumer
 from bootkit import logger
 from bootkit_amqp_consumer.app import App
 from bootkit_amqp_consumer.errors import BadMessageError, BrokerConnectionLostError
+from bootkit_amqp_consumer.events import EventDispatcher
 from bootkit_amqp_consumer.job import Job, Outcome
 from bootkit_amqp_consumer.options import WorkerConfig
 from bootkit_amqp_consumer.pools import Pool
@@ -69,8 +70,10 @@ class TaskConsumer:
         backend: Any,
         state: WorkerState,
         connection: Any,
+        events: EventDispatcher | None = None,
     ) -> None:
         self.app = app
+        self.events = events
         self.config = config
         self.pool = pool
         self.timer = timer
@@ -243,6 +246,9 @@ class TaskConsumer:
         acks_late = self.config.acks_late if task.acks_late is None else task.acks_late
         delivery = Delivery(request, message, acks_late)
         self.log.info("task_received", task=request.name, task_id=request.id)
+        self.state.total[request.name] += 1
+        if self.events is not None and self.events.task_events:
+            self._send_received(request)
         if self._discard_if_stale(delivery):
             return
         now = datetime.now(UTC)
@@ -253,6 +259,26 @@ class TaskConsumer:
             return
         self.reserved.append(delivery)
         self._dispatch()
+
+    def _task_event(self, event_type: str, **fields: Any) -> None:
+        if self.events is not None and self.events.task_events:
+            self.events.send(event_type, **fields)
+
+    def _send_received(self, request: TaskRequest) -> None:
+        assert self.events is not None
+        headers = request.headers
+        self.events.send(
+            "task-received",
+            uuid=request.id,
+            name=request.name,
+            args=headers.get("argsrepr") or repr(request.args),
+            kwargs=headers.get("kwargsrepr") or repr(request.kwargs),
+            root_id=request.root_id,
+            parent_id=request.parent_id,
+            retries=request.retries,
+            eta=request.eta.isoformat() if request.eta else None,
+            expires=request.expires.isoformat() if request.expires else None,
+        )
 
     def _eta_due(self, delivery: Delivery) -> None:
         self.qos.decrement_eventually()
@@ -284,6 +310,9 @@ class TaskConsumer:
         delivery.message.ack()
         self.state.processed["revoked"] += 1
         self.log.info("task_revoked", task=request.name, task_id=request.id, why=why)
+        self._task_event(
+            "task-revoked", uuid=request.id, terminated=False, signum=None, expired=why == "expired"
+        )
         if (backend := self._backend_for(request)) is not None:
             backend.store_state(request.id, "REVOKED", reason=why)
         return True
@@ -318,6 +347,7 @@ class TaskConsumer:
                 },
             )
             self.pool.submit(job, functools.partial(self._job_done, delivery))
+            self._task_event("task-started", uuid=request.id)
 
     # -- completion ----------------------------------------------------------------
 
@@ -340,16 +370,30 @@ class TaskConsumer:
         request = delivery.request
         self.running.pop(request.id, None)
         fields = {"task": request.name, "task_id": request.id, "runtime": round(outcome.runtime, 6)}
+        exception = f"{outcome.exc_type}({outcome.exc_message!r})"
         if outcome.lost:
             self._lost(delivery, outcome)
+            self._task_event("task-failed", uuid=request.id, exception=exception, traceback=None)
         elif outcome.state == "RETRY":
             self._retry(delivery, outcome)
             self.log.info("task_retried", countdown=outcome.countdown, **fields)
+            self._task_event(
+                "task-retried", uuid=request.id, exception=exception, traceback=outcome.traceback
+            )
         elif outcome.state == "SUCCESS":
             self.log.info("task_succeeded", **fields)
+            self._task_event(
+                "task-succeeded",
+                uuid=request.id,
+                result=repr(outcome.result),
+                runtime=outcome.runtime,
+            )
         else:
             self.log.warning(
                 "task_failed", exc_type=outcome.exc_type, exc=outcome.exc_message, **fields
+            )
+            self._task_event(
+                "task-failed", uuid=request.id, exception=exception, traceback=outcome.traceback
             )
         if delivery.acks_late and not outcome.lost:
             delivery.message.ack()

@@ -1,64 +1,115 @@
-"""Remote control over Celery's pidbox: the worker side of ``revoke`` and ``ping``.
+"""Remote control, the worker side: answers Celery's pidbox requests.
 
-Requests arrive on the fanout exchange ``celery.pidbox`` in the queue
-``<nodename>.celery.pidbox``; replies go to the direct exchange
-``reply.celery.pidbox`` with the client's routing key. The consumer runs on the
-worker's broker connection, so its callbacks run in the consumer's loop thread.
+Commands live in a `Commands` registry that outlives consumer restarts; the worker's
+own (``ping``, ``stats``, ``revoke``, ...) are registered by the ``control.pidbox``
+step, and other plugins add theirs (``heartbeat``, ``election``) from their own steps.
+
+Destructive commands (shutdown, terminate, pool and consumer changes, limits) run only
+when named in the ``control_allow`` setting; otherwise the reply is an error and a
+``control_command_refused`` event is logged. Handlers run in the consumer's loop
+thread: the request arrived on its connection.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import re
+import threading
 import time
-import uuid
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
 
-from kombu.entity import Exchange, Queue
 from kombu.messaging import Consumer, Producer
 
 from bootkit import logger
-from bootkit_amqp_consumer.state import WorkerState
-
-PIDBOX = Exchange("celery.pidbox", "fanout", durable=False, auto_delete=False, delivery_mode=1)
-REPLY = Exchange("reply.celery.pidbox", "direct", durable=False, auto_delete=False, delivery_mode=1)
+from bootkit_amqp_consumer.clock import LamportClock
+from bootkit_amqp_consumer.pidbox import REPLY, node_queue
 
 Handler = Callable[[Mapping[str, Any]], Any]
+Gate = Callable[[Mapping[str, Any]], str | None]
 
 
-def pidbox_queue(nodename: str) -> Queue:
-    return Queue(
-        f"{nodename}.celery.pidbox",
-        PIDBOX,
-        auto_delete=True,
-        durable=False,
-        queue_arguments={"x-message-ttl": 300_000, "x-expires": 10_000},
-    )
+@dataclass(frozen=True)
+class Command:
+    """A control command.
+
+    Attributes:
+        kind: ``inspect`` (reads) or ``control`` (acts); the CLI groups them so.
+        gate: the allowlist name this request needs (``"shutdown"``), or a function of
+            the arguments giving it (``revoke`` needs ``terminate`` only to terminate);
+            None for commands any client may send.
+    """
+
+    name: str
+    handler: Handler
+    kind: Literal["inspect", "control"] = "inspect"
+    gate: str | Gate | None = None
+    help: str = ""
+
+    def needs(self, arguments: Mapping[str, Any]) -> str | None:
+        """The allowlist entry this call needs, if any."""
+        if self.gate is None or isinstance(self.gate, str):
+            return self.gate
+        return self.gate(arguments)
 
 
-class Control:
-    """Answers control requests addressed to `nodename`."""
+class Commands:
+    """The registry of control commands; thread-safe."""
 
-    def __init__(self, *, connection: Any, nodename: str, state: WorkerState) -> None:
+    def __init__(self) -> None:
+        self._commands: dict[str, Command] = {}
+        self._lock = threading.Lock()
+
+    def register(self, *commands: Command) -> None:
+        with self._lock:
+            for command in commands:
+                self._commands[command.name] = command
+
+    def unregister(self, *names: str) -> None:
+        with self._lock:
+            for name in names:
+                self._commands.pop(name, None)
+
+    def get(self, name: str) -> Command | None:
+        with self._lock:
+            return self._commands.get(name)
+
+    def __iter__(self) -> Iterator[Command]:
+        with self._lock:
+            return iter(sorted(self._commands.values(), key=lambda c: c.name))
+
+
+class ControlServer:
+    """Consumes ``<nodename>.celery.pidbox`` on `connection` and answers requests."""
+
+    def __init__(
+        self,
+        *,
+        connection: Any,
+        nodename: str,
+        commands: Commands,
+        allow: frozenset[str],
+        clock: LamportClock,
+    ) -> None:
         self.connection = connection
         self.nodename = nodename
-        self.state = state
+        self.commands = commands
+        self.allow = allow
+        self.clock = clock
         self.channel: Any = None
-        self.consumer: Any = None
-        self.handlers: dict[str, Handler] = {"ping": self.ping, "revoke": self.revoke}
         self.log = logger().bind(hostname=nodename)
 
     def start(self) -> None:
         self.channel = self.connection.channel()
-        self.consumer = Consumer(
+        consumer = Consumer(
             self.channel,
-            [pidbox_queue(self.nodename)],
+            [node_queue(self.nodename)],
             on_message=self._on_message,
             no_ack=True,
             accept=["application/json"],
         )
-        self.consumer.consume()
+        consumer.consume()
 
     def stop(self) -> None:
         if self.channel is not None:
@@ -70,15 +121,42 @@ class Control:
     def addressed_to_me(self, body: Mapping[str, Any]) -> bool:
         destination = body.get("destination")
         if destination:
-            return self.nodename in destination
+            return isinstance(destination, list) and self.nodename in destination
         pattern, matcher = body.get("pattern"), body.get("matcher")
-        if pattern:
+        if isinstance(pattern, str) and pattern:
             if matcher == "pcre":
-                return re.search(pattern, self.nodename) is not None
+                try:
+                    return re.search(pattern, self.nodename) is not None
+                except re.error:
+                    return False
             return fnmatch.fnmatch(self.nodename, pattern)
         return True
 
+    def allowed(self, name: str) -> bool:
+        return name in self.allow or "all" in self.allow
+
+    def handle(self, method: object, arguments: Mapping[str, Any]) -> Any:
+        """Run one command; the reply (``{"error": ...}`` when refused or failed)."""
+        command = self.commands.get(method) if isinstance(method, str) else None
+        if command is None:
+            self.log.warning("control_unknown_command", method=method)
+            return {"error": f"no such command: {method}"}
+        needs = command.needs(arguments)
+        if needs is not None and not self.allowed(needs):
+            self.log.warning("control_command_refused", method=method, needs=needs)
+            return {
+                "error": f"{needs} is not allowed on this worker "
+                f"(allow it with --control-allow {needs})"
+            }
+        try:
+            return command.handler(arguments)
+        except Exception as exc:
+            self.log.exception("control_command_failed", method=method)
+            return {"error": f"{type(exc).__name__}: {exc}"}
+
     def _on_message(self, message: Any) -> None:
+        headers = message.headers or {}
+        self.clock.adjust(headers.get("clock"))
         try:
             body = message.decode()
         except Exception as exc:
@@ -86,67 +164,23 @@ class Control:
             return
         if not isinstance(body, dict) or not self.addressed_to_me(body):
             return
-        expires = (message.headers or {}).get("expires") or 0
-        if expires and time.time() > expires:
+        expires = headers.get("expires") or 0
+        if isinstance(expires, int | float) and expires and time.time() > expires:
+            self.log.info("control_request_expired", method=body.get("method"))
             return
-        method, arguments = body.get("method"), body.get("arguments") or {}
-        handler = self.handlers.get(method) if isinstance(method, str) else None
-        if handler is None:
-            self.log.warning("control_unknown_command", method=method)
-            reply: Any = {"error": f"no such command: {method}"}
-        else:
-            try:
-                reply = handler(arguments if isinstance(arguments, dict) else {})
-            except Exception as exc:
-                self.log.exception("control_command_failed", method=method)
-                reply = {"error": f"{type(exc).__name__}: {exc}"}
+        arguments = body.get("arguments")
+        reply = self.handle(body.get("method"), arguments if isinstance(arguments, dict) else {})
         target = body.get("reply_to")
-        if body.get("ticket") and isinstance(target, dict):
+        if reply is None or not body.get("ticket") or not isinstance(target, dict):
+            return
+        try:
             Producer(self.channel).publish(
                 {self.nodename: reply},
                 exchange=target.get("exchange") or REPLY.name,
                 routing_key=target.get("routing_key"),
                 serializer="json",
-                headers={"ticket": body["ticket"], "clock": 0},
+                headers={"ticket": body["ticket"], "clock": self.clock.forward()},
+                delivery_mode=1,
             )
-
-    def ping(self, arguments: Mapping[str, Any]) -> Any:
-        return {"ok": "pong"}
-
-    def revoke(self, arguments: Mapping[str, Any]) -> Any:
-        ids = arguments.get("task_id")
-        task_ids = [ids] if isinstance(ids, str) else list(ids or [])
-        for task_id in task_ids:
-            self.state.revoke(str(task_id))
-        self.log.info("tasks_revoked", task_ids=task_ids)
-        if arguments.get("terminate"):
-            # Killing running tasks from any client is refused until control requests
-            # are authenticated; the ids are revoked all the same.
-            return {"error": "terminate is not allowed on this worker; the tasks were revoked"}
-        return {"ok": f"tasks {', '.join(map(str, task_ids))} flagged as revoked"}
-
-
-def broadcast(
-    connection: Any,
-    method: str,
-    arguments: Mapping[str, Any],
-    *,
-    destination: list[str] | None = None,
-) -> None:
-    """Send a control request to every worker (or `destination`), without waiting for replies."""
-    with connection.channel() as channel:
-        Producer(channel).publish(
-            {
-                "method": method,
-                "arguments": dict(arguments),
-                "destination": destination,
-                "pattern": None,
-                "matcher": None,
-            },
-            exchange=PIDBOX,
-            routing_key="",
-            declare=[PIDBOX],
-            serializer="json",
-            headers={"clock": 0, "expires": time.time() + 10},
-            correlation_id=str(uuid.uuid4()),
-        )
+        except (TypeError, ValueError) as exc:  # a reply JSON cannot carry
+            self.log.error("control_reply_failed", method=body.get("method"), error=str(exc))

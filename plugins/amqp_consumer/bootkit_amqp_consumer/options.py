@@ -70,6 +70,34 @@ OPTIONS = [
     ),
 ]
 
+DESTRUCTIVE = (
+    "shutdown",
+    "terminate",
+    "pool_grow",
+    "pool_shrink",
+    "rate_limit",
+    "time_limit",
+    "add_consumer",
+    "cancel_consumer",
+)
+OPTIONS += [
+    Option(
+        "task_events",
+        "Send task events (task-received, task-succeeded, ...).",
+        short="-E",
+        type=bool,
+        default=False,
+    ),
+    Option(
+        "control_allow",
+        "Destructive control commands this worker obeys (repeatable, comma-separated): "
+        + ", ".join(DESTRUCTIVE)
+        + ", or all. Default: none.",
+        multiple=True,
+        metavar="COMMANDS",
+    ),
+]
+
 _CONTENT_ALIASES = {
     "json": "application/json",
     "pickle": "application/x-python-serialize",
@@ -96,6 +124,8 @@ class WorkerConfig:
     max_message_size: int
     max_redeliveries: int
     state_dir: Path
+    task_events: bool = False
+    control_allow: frozenset[str] = frozenset()
 
     @property
     def prefetch_count(self) -> int:
@@ -142,7 +172,21 @@ class WorkerConfig:
             max_message_size=settings.option("max_message_size", 16 * 1024 * 1024),
             max_redeliveries=settings.option("max_redeliveries", 3),
             state_dir=settings.state_dir,
+            task_events=bool(settings.option("task_events", False)),
+            control_allow=control_allow(settings.option("control_allow", ())),
         )
+
+
+def control_allow(specs: tuple[str, ...]) -> frozenset[str]:
+    """The allowlist from comma-separated specs. Raises: ConfigError on an unknown name."""
+    names = frozenset(n.strip() for spec in specs for n in spec.split(",") if n.strip())
+    unknown = sorted(names - {*DESTRUCTIVE, "all"})
+    if unknown:
+        raise ConfigError(
+            f"--control-allow: unknown command {unknown[0]!r}; choose from "
+            + ", ".join((*DESTRUCTIVE, "all"))
+        )
+    return names
 
 
 def accepted(names: tuple[str, ...]) -> frozenset[str]:

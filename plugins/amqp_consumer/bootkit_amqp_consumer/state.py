@@ -1,31 +1,76 @@
-"""Worker state that outlives a consumer restart: revoked ids and counters."""
+"""Worker state that outlives a consumer restart: revoked ids, the clock and counters."""
 
 from __future__ import annotations
 
 import threading
 import time
-from collections import Counter
-from collections.abc import Callable
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
+
+from bootkit_amqp_consumer.clock import LamportClock
+
+REVOKES_MAX = 50_000  # revoked ids kept; the oldest go first (as Celery's default)
+REVOKE_EXPIRES = 10_800.0  # seconds a revoked id is kept (as Celery's default)
 
 
 @dataclass
 class WorkerState:
-    """What outlives a consumer restart: counters, revoked ids, redelivery counts."""
+    """What outlives a consumer restart: counters, revoked ids, redelivery counts, clock."""
 
-    revoked: dict[str, float] = field(default_factory=dict)
+    revoked: OrderedDict[str, float] = field(default_factory=OrderedDict)
     lost: Counter[str] = field(default_factory=Counter)
     rejected: Counter[str] = field(default_factory=Counter)
     processed: Counter[str] = field(default_factory=Counter)
+    total: Counter[str] = field(default_factory=Counter)  # tasks received, by task name
+    clock: LamportClock = field(default_factory=LamportClock)
+    task_events: bool = False  # send task-* events (``-E``, or enable_events)
+    started: float = field(default_factory=time.monotonic)
     lock: threading.Lock = field(default_factory=threading.Lock)
     # Callbacks that hand unacknowledged messages back to the broker at once; the
     # running consumer registers one, a cold shutdown calls them.
     on_cold: list[Callable[[], None]] = field(default_factory=list)
 
-    def revoke(self, task_id: str) -> None:
+    def revoke(self, task_id: str, at: float | None = None) -> None:
         with self.lock:
-            self.revoked[task_id] = time.time()
+            self._add(task_id, time.time() if at is None else at)
+            self._purge()
 
     def is_revoked(self, task_id: str) -> bool:
         with self.lock:
             return task_id in self.revoked
+
+    def merge_revoked(self, revoked: Mapping[str, Any]) -> int:
+        """Take ids revoked elsewhere, as mingle sends them (``{id: [ts, id]}`` or
+        ``{id: ts}``); malformed entries are skipped. Returns how many were new."""
+        new = 0
+        with self.lock:
+            for task_id, entry in revoked.items():
+                at = entry[0] if isinstance(entry, list | tuple) and entry else entry
+                if not isinstance(task_id, str) or not isinstance(at, int | float):
+                    continue
+                new += task_id not in self.revoked
+                self._add(task_id, float(at))
+            self._purge()
+        return new
+
+    def revoked_wire(self, limit: int = REVOKES_MAX) -> dict[str, list[Any]]:
+        """The newest `limit` revoked ids in mingle's form ``{id: [ts, id]}``."""
+        with self.lock:
+            self._purge()
+            items = list(self.revoked.items())[-limit:] if limit else []
+        return {task_id: [at, task_id] for task_id, at in items}
+
+    def _add(self, task_id: str, at: float) -> None:
+        known = self.revoked.get(task_id)
+        self.revoked[task_id] = at if known is None else max(known, at)
+        self.revoked.move_to_end(task_id)
+
+    def _purge(self) -> None:
+        horizon = time.time() - REVOKE_EXPIRES
+        while self.revoked:
+            oldest, at = next(iter(self.revoked.items()))
+            if len(self.revoked) <= REVOKES_MAX and at >= horizon:
+                break
+            del self.revoked[oldest]

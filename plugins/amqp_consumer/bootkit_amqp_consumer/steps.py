@@ -1,6 +1,12 @@
 """The worker's steps: blueprint ``worker`` (app, timer, results, pool, consumer) and
-blueprint ``consumer`` (connection, tasks, loop), which the worker restarts on
-connection loss with backoff."""
+blueprint ``consumer`` (connection, events, tasks, control, loop), which the worker
+restarts on connection loss with backoff.
+
+The consumer's broker connection is used by one thread at a time: steps that use it
+(``amqp.tasks``, ``control.pidbox``, and other plugins' such as mingle and gossip) are
+ordered one after another, and once ``amqp.loop`` runs only its thread touches it.
+The events dispatcher has a connection of its own.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from bootkit import BlueprintStep, Context, Step, StopReason
 from bootkit_amqp_consumer.app import App, load_app
+from bootkit_amqp_consumer.control import Commands
 from bootkit_amqp_consumer.errors import BrokerConnectionLostError
 from bootkit_amqp_consumer.execution import make_runner
 from bootkit_amqp_consumer.options import WorkerConfig
@@ -51,7 +58,8 @@ class AppStep(Step):
         )
         ctx.provide(WorkerConfig, config)
         ctx.provide(App, app)
-        ctx.provide(WorkerState, WorkerState())
+        ctx.provide(WorkerState, WorkerState(task_events=config.task_events))
+        ctx.provide(Commands, Commands())
 
     def stop(self, ctx: Context, reason: StopReason) -> None:
         app = ctx.find(App)
@@ -161,15 +169,45 @@ class ConnectionStep(Step):
             self.conn.release()
 
 
+class EventsStep(Step):
+    """Sends worker and task events (Celery's ``celeryev``) over a connection of its own."""
+
+    name = "events.dispatcher"
+    blueprint = "consumer"
+    requires = ("amqp.connection",)
+
+    def start(self, ctx: Context) -> None:
+        from bootkit_amqp_consumer.events import EventDispatcher
+
+        state = ctx.get(WorkerState)
+        timer = ctx.get(Timer)
+        self.dispatcher = EventDispatcher(
+            ctx.get(Connection).kombu.clone(),
+            hostname=ctx.get(WorkerConfig).hostname,
+            clock=state.clock,
+            task_events=state.task_events,
+            schedule=timer.call_later,
+        )
+        ctx.provide(EventDispatcher, self.dispatcher)
+
+    def stop(self, ctx: Context, reason: StopReason) -> None:
+        from bootkit_amqp_consumer.events import EventDispatcher
+
+        ctx.withdraw(EventDispatcher)
+        self.dispatcher.close()
+
+
 class TasksStep(Step):
     """Declares the task queues and starts consuming them."""
 
     name = "amqp.tasks"
     blueprint = "consumer"
     requires = ("amqp.connection",)
+    after = ("events.dispatcher",)  # task events, when it runs
 
     def start(self, ctx: Context) -> None:
         from bootkit_amqp_consumer.consumer import TaskConsumer
+        from bootkit_amqp_consumer.events import EventDispatcher
 
         results = ctx.get(Results)
         self.consumer = TaskConsumer(
@@ -180,6 +218,7 @@ class TasksStep(Step):
             backend=results.backend,
             state=ctx.get(WorkerState),
             connection=ctx.get(Connection).kombu,
+            events=ctx.find(EventDispatcher),
         )
         connection = ctx.get(Connection).kombu
         errors = tuple(connection.connection_errors) + tuple(connection.channel_errors)
@@ -194,9 +233,9 @@ class TasksStep(Step):
 
 
 class ControlStep(Step):
-    """Answers remote control requests (``revoke``, ``ping``) on the pidbox."""
+    """Answers remote control requests (Celery's pidbox): inspect and control commands."""
 
-    name = "amqp.control"
+    name = "control.pidbox"
     blueprint = "consumer"
     requires = ("amqp.connection",)
     # After amqp.tasks, not beside it: a connection must never be used by two threads.
@@ -204,17 +243,25 @@ class ControlStep(Step):
     before = ("amqp.loop",)
 
     def start(self, ctx: Context) -> None:
-        from bootkit_amqp_consumer.control import Control
+        from bootkit_amqp_consumer.commands import worker_commands
+        from bootkit_amqp_consumer.control import ControlServer
 
-        self.control = Control(
+        config = ctx.get(WorkerConfig)
+        commands = ctx.get(Commands)
+        self.own = worker_commands(ctx)
+        commands.register(*self.own)
+        self.server = ControlServer(
             connection=ctx.get(Connection).kombu,
-            nodename=ctx.get(WorkerConfig).hostname,
-            state=ctx.get(WorkerState),
+            nodename=config.hostname,
+            commands=commands,
+            allow=config.control_allow,
+            clock=ctx.get(WorkerState).clock,
         )
-        self.control.start()
+        self.server.start()
 
     def stop(self, ctx: Context, reason: StopReason) -> None:
-        self.control.stop()
+        self.server.stop()
+        ctx.get(Commands).unregister(*(c.name for c in self.own))
 
 
 class LoopStep(Step):
@@ -255,6 +302,7 @@ STEPS: list[type[Step]] = [
     PoolStep,
     ConsumerStep,
     ConnectionStep,
+    EventsStep,
     TasksStep,
     ControlStep,
     LoopStep,
