@@ -110,12 +110,18 @@ class StartWorker(Protocol):
     def __call__(self, *extra: str, pool: str = "threads", concurrency: int = 2) -> Service: ...
 
 
-def worker_env(tmp_path: Path, name: str) -> dict[str, str]:
+# The worker's own plugins: what `bootkit start` runs by default from this workspace.
+WORKER_PLUGINS = ("amqp", "heartbeat", "gossip")
+
+
+def worker_env(
+    tmp_path: Path, name: str, plugins: tuple[str, ...] = WORKER_PLUGINS
+) -> dict[str, str]:
     """Environment for a worker: its own state folder, the e2e tasks importable, and of
-    the installed bootkit plugins only this one (the worker), so the test sees only it."""
+    the installed bootkit plugins only `plugins`, so the test sees only the worker's."""
     env = cli_env(tmp_path, sites=[TESTS])
     env["BOOTKIT_STATE_DIR"] = str(tmp_path / f"state-{name}")
-    others = [f"no:{ep.name}" for ep in entry_points(group="bootkit") if ep.name != "amqp"]
+    others = [f"no:{ep.name}" for ep in entry_points(group="bootkit") if ep.name not in plugins]
     env.pop("BOOTKIT_PLUGINS", None)
     if others:
         env["BOOTKIT_PLUGINS"] = ",".join(others)
