@@ -50,6 +50,8 @@ class WorkerState:
                 at = entry[0] if isinstance(entry, list | tuple) and entry else entry
                 if not isinstance(task_id, str) or not isinstance(at, int | float):
                     continue
+                if at < time.time() - REVOKE_EXPIRES:
+                    continue  # expired where it came from
                 new += task_id not in self.revoked
                 self._add(task_id, float(at))
             self._purge()
