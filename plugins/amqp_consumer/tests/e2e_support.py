@@ -6,6 +6,7 @@ never collide; results go to Redis db 9.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import time
@@ -18,7 +19,9 @@ from typing import Any, NoReturn, Protocol, TypeVar
 
 import pytest
 from kombu.connection import Connection
+from kombu.messaging import Consumer
 
+from bootkit_amqp_consumer.events import event_queue
 from tests.support import IN_CI, Service, cli_env
 
 TESTS = Path(__file__).resolve().parent
@@ -203,3 +206,36 @@ def broker_unreachable(kind: str, exc: BaseException) -> NoReturn:
     if IN_CI:
         pytest.fail(message)
     pytest.skip(message)
+
+
+class Monitor:
+    """A monitor's queue bound to ``#`` on celeryev; collects the events it receives."""
+
+    def __init__(self, connection: Any) -> None:
+        self.connection = connection
+        self.events: list[dict[str, Any]] = []
+        self.keys: list[str] = []
+        queue = event_queue(connection, f"celeryev.{uuid.uuid4().hex}", "#")
+        self.channel = connection.channel()
+        self.consumer = Consumer(self.channel, [queue], on_message=self._on, no_ack=True)
+        self.consumer.consume()
+        # Redis subscribes to a fanout on the first wait, not at consume(): wait once now,
+        # or events published before the test first waits would never reach us.
+        with contextlib.suppress(TimeoutError):
+            connection.drain_events(timeout=0.05)
+
+    def _on(self, message: Any) -> None:
+        body = message.decode()
+        self.keys.append(message.delivery_info["routing_key"])
+        self.events.extend(body if isinstance(body, list) else [body])
+
+    def wait_for(self, condition: Callable[[list[dict[str, Any]]], bool], what: str) -> None:
+        deadline = time.monotonic() + WAIT
+        while not condition(self.events):
+            if time.monotonic() > deadline:
+                pytest.fail(f"no {what} within {WAIT}s; got {self.events}")
+            with contextlib.suppress(TimeoutError):
+                self.connection.drain_events(timeout=0.1)
+
+    def types(self) -> list[str]:
+        return [e["type"] for e in self.events]

@@ -1,0 +1,1 @@
+"""bootkit-heartbeat: tells the cluster this worker is alive (Celery's worker events)."""
