@@ -10,11 +10,12 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from kombu.entity import Exchange, Queue
 from kombu.messaging import Consumer, Producer
+from kombu.utils.json import dumps as json_dumps
 
 PIDBOX = Exchange("celery.pidbox", "fanout", durable=False, auto_delete=False, delivery_mode=1)
 REPLY = Exchange("reply.celery.pidbox", "direct", durable=False, auto_delete=False, delivery_mode=1)
@@ -92,14 +93,16 @@ def call(
     matcher: str | None = None,
     timeout: float = 1.0,
     expected: int | None = None,
+    quiet: float | None = None,
     clock: int = 0,
     on_reply: Callable[[Reply, Mapping[str, Any]], None] | None = None,
 ) -> list[Reply]:
     """Send a request and collect replies, one ``{nodename: result}`` per worker.
 
-    Returns as soon as `expected` replies came (default: one per `destination`,
-    else as many as come within `timeout`), or when `timeout` passes. `on_reply`
-    sees each reply with its message headers (``clock``) as it arrives.
+    Returns when `timeout` passes, or sooner: once `expected` replies came (by
+    default one per `destination`; on Redis, as many as the request reached, which
+    the broker tells); else, with `quiet`, once no reply came for `quiet` seconds.
+    `on_reply` sees each reply with its message headers (``clock``) as it arrives.
     """
     if expected is None and destination:
         expected = len(destination)
@@ -117,10 +120,12 @@ def call(
             return
         if isinstance(body, dict):
             replies.append(body)
+            heard[0] = time.monotonic()
             if on_reply is not None:
                 on_reply(body, headers)
 
     deadline = time.monotonic() + timeout
+    heard = [time.monotonic()]
     with connection.channel() as channel:
         consumer = Consumer(
             channel,
@@ -140,9 +145,15 @@ def call(
                 ticket=ticket,
                 reply_to=oid,
             )
-            _publish(channel, body, timeout, clock)
+            reached = _publish(channel, body, timeout, clock)
+            if expected is None:
+                expected = reached
+            heard[0] = time.monotonic()
             while expected is None or len(replies) < expected:
-                left = deadline - time.monotonic()
+                now = time.monotonic()
+                left = deadline - now
+                if quiet is not None and expected is None:
+                    left = min(left, heard[0] + quiet - now)
                 if left <= 0:
                     break
                 try:
@@ -155,13 +166,47 @@ def call(
     return replies
 
 
-def _publish(channel: Any, body: Mapping[str, Any], timeout: float, clock: int) -> None:
-    Producer(channel).publish(
-        dict(body),
-        exchange=PIDBOX,
-        routing_key="",
-        declare=[PIDBOX],
-        serializer="json",
-        headers={"clock": clock, "expires": time.time() + timeout if timeout else 0},
-        retry=True,
-    )
+def _publish(channel: Any, body: Mapping[str, Any], timeout: float, clock: int) -> int | None:
+    """Publish a request; how many consumers it reached when the broker says (Redis)."""
+    with _counting_fanout(channel) as reached:
+        Producer(channel).publish(
+            dict(body),
+            exchange=PIDBOX,
+            routing_key="",
+            declare=[PIDBOX],
+            serializer="json",
+            headers={"clock": clock, "expires": time.time() + timeout if timeout else 0},
+            retry=True,
+        )
+    return reached[0] if reached else None
+
+
+@contextlib.contextmanager
+def _counting_fanout(channel: Any) -> Iterator[list[int]]:
+    """On Redis, count the subscribers a fanout publish reached.
+
+    Redis answers PUBLISH with the number of subscribers that got the message;
+    kombu's Redis channel drops that number, so for the duration of the block its
+    fanout publish is done here, the same way (one PUBLISH of kombu's JSON envelope
+    per topic), keeping the count. Other transports are left alone.
+    """
+    reached: list[int] = []
+    topics: Any = getattr(channel, "_get_publish_topics", None)
+    acquire: Any = getattr(channel, "conn_or_acquire", None)
+    redis = type(channel).__module__.startswith("kombu.transport.redis")
+    if not redis or topics is None or acquire is None:
+        yield reached
+        return
+
+    def put_fanout(exchange: str, message: Any, routing_key: str, **kwargs: Any) -> None:
+        payload = json_dumps(message)
+        with acquire() as client:
+            reached.append(
+                sum(int(client.publish(t, payload)) for t in topics(exchange, routing_key))
+            )
+
+    channel._put_fanout = put_fanout
+    try:
+        yield reached
+    finally:
+        del channel._put_fanout

@@ -1,4 +1,4 @@
-"""The worker's end-to-end fixtures (defined in e2e_fixtures, shared with other plugins)."""
+"""Every plugin's tests share the worker's end-to-end fixtures (defined in e2e_fixtures)."""
 
 from e2e_fixtures import (
     broker,
