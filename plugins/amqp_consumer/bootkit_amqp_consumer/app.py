@@ -52,6 +52,7 @@ class Task(Generic[P, R]):
         soft_time_limit: float | None,
         time_limit: float | None,
         ignore_result: bool,
+        rate_limit: str | float | None = None,
     ) -> None:
         self.app = app
         self.fn = fn
@@ -63,6 +64,7 @@ class Task(Generic[P, R]):
         self.soft_time_limit = soft_time_limit
         self.time_limit = time_limit
         self.ignore_result = ignore_result
+        self.rate_limit = rate_limit  # "10/s", "100/m", "1000/h" or per second; None: none
         self.__doc__ = fn.__doc__
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
@@ -184,6 +186,7 @@ class App:
         soft_time_limit: float | None = None,
         time_limit: float | None = None,
         ignore_result: bool = False,
+        rate_limit: str | float | None = None,
     ) -> Callable[[Callable[..., R]], Task[Any, R]]: ...
 
     def task(
@@ -198,6 +201,7 @@ class App:
         soft_time_limit: float | None = None,
         time_limit: float | None = None,
         ignore_result: bool = False,
+        rate_limit: str | float | None = None,
     ) -> Any:
         """Register a function as a task: ``@app.task`` or ``@app.task(name=..., bind=True)``."""
 
@@ -213,6 +217,7 @@ class App:
                 soft_time_limit=soft_time_limit,
                 time_limit=time_limit,
                 ignore_result=ignore_result,
+                rate_limit=rate_limit,
             )
             self.tasks[task.name] = task
             return task

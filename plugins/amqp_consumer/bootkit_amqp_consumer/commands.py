@@ -7,15 +7,63 @@ sees the consumer that runs now (it is replaced after a reconnect).
 
 from __future__ import annotations
 
+import os
+import platform
+import resource
+import signal
+import sys
+import time
 from collections.abc import Mapping
+from dataclasses import asdict
 from typing import Any
+
+from kombu.utils.url import maybe_sanitize_url
 
 from bootkit import Context, logger
 from bootkit_amqp_consumer.app import App
+from bootkit_amqp_consumer.consumer import Delivery, TaskConsumer
 from bootkit_amqp_consumer.control import Command
-from bootkit_amqp_consumer.events import EventDispatcher
+from bootkit_amqp_consumer.events import EventDispatcher, sw_version
 from bootkit_amqp_consumer.options import WorkerConfig
+from bootkit_amqp_consumer.pools import Pool
+from bootkit_amqp_consumer.ratelimit import parse_rate
 from bootkit_amqp_consumer.state import WorkerState
+
+
+class CommandError(Exception):
+    """Bad arguments: the reply is ``{"error": message}``."""
+
+
+def _ids(arguments: Mapping[str, Any], key: str = "task_id") -> list[str]:
+    ids = arguments.get(key)
+    if isinstance(ids, str):
+        return [ids]
+    if isinstance(ids, list | tuple) and all(isinstance(i, str) for i in ids):
+        return list(ids)
+    raise CommandError(f"{key} must be a task id or a list of them, got {ids!r}")
+
+
+def _count(arguments: Mapping[str, Any]) -> int:
+    n = arguments.get("n", 1)
+    try:
+        value = int(n)
+    except (TypeError, ValueError):
+        raise CommandError(f"n must be a whole number, got {n!r}") from None
+    if value < 1:
+        raise CommandError(f"n must be at least 1, got {value}")
+    return value
+
+
+def _limit(value: object, what: str) -> float | None:
+    if value in (None, "", 0):
+        return None
+    try:
+        seconds = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise CommandError(f"{what} must be seconds, got {value!r}") from None
+    if seconds < 0:
+        raise CommandError(f"{what} cannot be negative, got {value!r}")
+    return seconds
 
 
 def worker_commands(ctx: Context) -> list[Command]:
@@ -25,8 +73,177 @@ def worker_commands(ctx: Context) -> list[Command]:
     app = ctx.get(App)
     log = logger().bind(hostname=config.hostname)
 
+    def consumer() -> TaskConsumer:
+        found = ctx.find(TaskConsumer)
+        if found is None:
+            raise CommandError("the worker is not consuming right now (reconnecting)")
+        return found
+
+    def pool() -> Pool:
+        return ctx.get(Pool)  # type: ignore[type-abstract]
+
+    def task_named(arguments: Mapping[str, Any]) -> Any:
+        name = arguments.get("task_name")
+        if not isinstance(name, str) or name not in app.tasks:
+            raise CommandError(f"unknown task {name!r}; registered: {', '.join(sorted(app.tasks))}")
+        return app.tasks[name]
+
+    def info(delivery: Delivery) -> dict[str, Any]:
+        # Threads and solo run tasks in this process; a prefork child is not tracked.
+        return delivery.info(config.hostname, os.getpid() if pool().kind != "prefork" else None)
+
+    def scheduled_info(delivery: Delivery) -> dict[str, Any]:
+        return {
+            "eta": delivery.eta.isoformat() if delivery.eta else None,
+            "priority": (delivery.message.properties or {}).get("priority"),
+            "request": info(delivery),
+        }
+
     def ping(arguments: Mapping[str, Any]) -> Any:
         return {"ok": "pong"}
+
+    def active(arguments: Mapping[str, Any]) -> Any:
+        return [info(d) for d in consumer().running.values()]
+
+    def reserved(arguments: Mapping[str, Any]) -> Any:
+        return [info(d) for d in consumer().reserved]
+
+    def scheduled(arguments: Mapping[str, Any]) -> Any:
+        return [scheduled_info(d) for d in consumer().scheduled.values()]
+
+    def query_task(arguments: Mapping[str, Any]) -> Any:
+        wanted = set(_ids(arguments, "ids" if "ids" in arguments else "task_id"))
+        now = consumer()
+        found: dict[str, Any] = {}
+        for where, deliveries in (
+            ("active", now.running.values()),
+            ("reserved", now.reserved),
+            ("scheduled", now.scheduled.values()),
+        ):
+            for d in deliveries:
+                if d.request.id in wanted:
+                    found[d.request.id] = [where, info(d)]
+        return found
+
+    def active_queues(arguments: Mapping[str, Any]) -> Any:
+        return [q.as_dict(recurse=True) for q in consumer().queues()]
+
+    def stats(arguments: Mapping[str, Any]) -> Any:
+        the_pool = pool()
+        pids = getattr(the_pool, "pids", None)
+        found = ctx.find(TaskConsumer)
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        connection = found.connection if found is not None else None
+        return {
+            "total": dict(state.total),
+            "pid": os.getpid(),
+            "clock": str(state.clock.value),
+            "uptime": int(time.monotonic() - state.started),
+            "pool": {
+                "implementation": the_pool.kind,
+                "max-concurrency": the_pool.size,
+                "processes": pids() if callable(pids) else [os.getpid()],
+                "max-tasks-per-child": "N/A",
+                "put-guarded-by-semaphore": False,
+                "timeouts": [0, 0],
+            },
+            "broker": broker_info(connection),
+            "prefetch_count": found.qos.value if found is not None and found.qos else None,
+            "rusage": {
+                "utime": usage.ru_utime,
+                "stime": usage.ru_stime,
+                "maxrss": usage.ru_maxrss,
+                "minflt": usage.ru_minflt,
+                "majflt": usage.ru_majflt,
+                "nvcsw": usage.ru_nvcsw,
+                "nivcsw": usage.ru_nivcsw,
+            },
+            "sw_ident": "py-bootkit",
+            "sw_ver": sw_version(),
+        }
+
+    def report(arguments: Mapping[str, Any]) -> Any:
+        return {
+            "ok": f"bootkit-amqp-consumer {sw_version()} on Python {platform.python_version()} "
+            f"({sys.platform}); pool {pool().kind} x{pool().size}; broker "
+            f"{maybe_sanitize_url(config.broker)}"
+        }
+
+    def conf(arguments: Mapping[str, Any]) -> Any:
+        values = asdict(config)
+        values["broker"] = maybe_sanitize_url(config.broker)
+        if config.result_backend:
+            values["result_backend"] = maybe_sanitize_url(config.result_backend)
+        values.pop("transport_options", None)
+        return {k: sorted(v) if isinstance(v, frozenset) else v for k, v in values.items()} | {
+            "state_dir": str(config.state_dir),
+            "queues": list(config.queues),
+        }
+
+    def shutdown(arguments: Mapping[str, Any]) -> Any:
+        log.warning("shutdown_requested_by_control")
+        os.kill(os.getpid(), signal.SIGTERM)  # the same warm shutdown as a SIGTERM
+        return {"ok": "shutting down"}
+
+    def resize(grow: bool) -> Any:
+        def handler(arguments: Mapping[str, Any]) -> Any:
+            n = _count(arguments)
+            the_pool = pool()
+            if the_pool.kind == "solo":
+                raise CommandError("the solo pool runs one task at a time; it cannot change size")
+            now = ctx.find(TaskConsumer)
+            if grow:
+                the_pool.grow(n)
+                if now is not None and now.qos is not None:
+                    now.qos.increment_eventually(n * config.prefetch_multiplier)
+            else:
+                before = the_pool.size
+                the_pool.shrink(n)
+                if now is not None and now.qos is not None:
+                    cut = (before - the_pool.size) * config.prefetch_multiplier
+                    if cut:
+                        now.qos.decrement_eventually(cut)
+            log.info("pool_resized", size=the_pool.size)
+            return {"ok": f"pool will {'grow' if grow else 'shrink'} by {n}"}
+
+        return handler
+
+    def rate_limit(arguments: Mapping[str, Any]) -> Any:
+        task = task_named(arguments)
+        try:
+            rate = parse_rate(arguments.get("rate_limit"))
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+        state.rate_limits[task.name] = rate
+        log.info("rate_limit_set", task=task.name, per_second=rate)
+        if rate is None:
+            return {"ok": f"rate limits disabled for task {task.name}"}
+        return {"ok": f"new rate limit set for task {task.name}: {arguments['rate_limit']}"}
+
+    def time_limit(arguments: Mapping[str, Any]) -> Any:
+        task = task_named(arguments)
+        task.soft_time_limit = _limit(arguments.get("soft"), "soft")
+        task.time_limit = _limit(arguments.get("hard"), "hard")
+        log.info("time_limit_set", task=task.name, soft=task.soft_time_limit, hard=task.time_limit)
+        return {"ok": f"time limits set successfully for task {task.name}"}
+
+    def add_consumer(arguments: Mapping[str, Any]) -> Any:
+        queue = arguments.get("queue")
+        if not isinstance(queue, str) or not queue:
+            raise CommandError("add_consumer needs a queue name")
+        exchange = arguments.get("exchange") or queue
+        kind = arguments.get("exchange_type") or "direct"
+        key = arguments.get("routing_key") or queue
+        consumer().add_queue(queue, str(exchange), str(kind), str(key))
+        log.info("queue_added", queue=queue)
+        return {"ok": f"add consumer {queue}"}
+
+    def cancel_consumer(arguments: Mapping[str, Any]) -> Any:
+        queue = arguments.get("queue")
+        if not isinstance(queue, str) or not consumer().cancel_queue(queue):
+            raise CommandError(f"not consuming from queue {queue!r}")
+        log.info("queue_cancelled", queue=queue)
+        return {"ok": f"no longer consuming from {queue}"}
 
     def clock(arguments: Mapping[str, Any]) -> Any:
         return {"clock": state.clock.value}
@@ -39,12 +256,26 @@ def worker_commands(ctx: Context) -> list[Command]:
             return list(state.revoked)
 
     def revoke(arguments: Mapping[str, Any]) -> Any:
-        ids = arguments.get("task_id")
-        task_ids = [ids] if isinstance(ids, str) else [str(i) for i in ids or ()]
+        task_ids = _ids(arguments)
+        terminate = bool(arguments.get("terminate"))
         for task_id in task_ids:
             state.revoke(task_id)
-        log.info("tasks_revoked", task_ids=task_ids, terminate=bool(arguments.get("terminate")))
-        return {"ok": f"tasks {', '.join(task_ids)} flagged as revoked"}
+        log.info("tasks_revoked", task_ids=task_ids, terminate=terminate)
+        if not terminate:
+            return {"ok": f"tasks {', '.join(task_ids)} flagged as revoked"}
+        name = arguments.get("signal") or "SIGTERM"
+        try:
+            signum = signal.Signals[name if str(name).startswith("SIG") else f"SIG{name}"]
+        except KeyError:
+            raise CommandError(f"unknown signal {name!r}") from None
+        the_pool = pool()
+        if the_pool.kind != "prefork":
+            raise CommandError(
+                f"the {the_pool.kind} pool cannot terminate a running task; "
+                "the tasks were flagged as revoked"
+            )
+        killed = [t for t in task_ids if the_pool.terminate(t, signum)]
+        return {"ok": f"tasks {', '.join(task_ids)} flagged as revoked; terminated: {killed}"}
 
     def hello(arguments: Mapping[str, Any]) -> Any:
         """Mingle: take the sender's revoked ids, answer with ours and our clock."""
@@ -67,8 +298,46 @@ def worker_commands(ctx: Context) -> list[Command]:
 
         return toggle
 
-    return [
+    def guarded(handler: Any) -> Any:
+        def run(arguments: Mapping[str, Any]) -> Any:
+            try:
+                return handler(arguments)
+            except CommandError as exc:
+                return {"error": str(exc)}
+
+        return run
+
+    commands = [
         Command("ping", ping, "inspect", help="Answer pong."),
+        Command("stats", stats, "inspect", help="Counters, pool, broker (no secrets), usage."),
+        Command("active", active, "inspect", help="Tasks running now."),
+        Command("reserved", reserved, "inspect", help="Tasks received, waiting for a slot."),
+        Command("scheduled", scheduled, "inspect", help="Tasks held for their ETA or rate limit."),
+        Command("query_task", query_task, "inspect", help="Where given task ids are, if here."),
+        Command("active_queues", active_queues, "inspect", help="Queues consumed now."),
+        Command("report", report, "inspect", help="Versions and set-up, one line."),
+        Command("conf", conf, "inspect", help="The worker's configuration (no secrets)."),
+        Command("shutdown", shutdown, "control", gate="shutdown", help="Warm shutdown."),
+        Command("pool_grow", resize(True), "control", gate="pool_grow", help="Add N slots."),
+        Command(
+            "pool_shrink", resize(False), "control", gate="pool_shrink", help="Remove N slots."
+        ),
+        Command(
+            "rate_limit", rate_limit, "control", gate="rate_limit", help="Set a task's rate limit."
+        ),
+        Command(
+            "time_limit", time_limit, "control", gate="time_limit", help="Set a task's time limits."
+        ),
+        Command(
+            "add_consumer", add_consumer, "control", gate="add_consumer", help="Consume a queue."
+        ),
+        Command(
+            "cancel_consumer",
+            cancel_consumer,
+            "control",
+            gate="cancel_consumer",
+            help="Stop consuming a queue.",
+        ),
         Command("clock", clock, "inspect", help="The worker's Lamport clock."),
         Command("registered", registered, "inspect", help="Names of the registered tasks."),
         Command("revoked", revoked, "inspect", help="Ids of revoked tasks."),
@@ -83,3 +352,21 @@ def worker_commands(ctx: Context) -> list[Command]:
         Command("enable_events", set_events(True), "control", help="Send task events."),
         Command("disable_events", set_events(False), "control", help="Stop task events."),
     ]
+    return [Command(c.name, guarded(c.handler), c.kind, c.gate, c.help) for c in commands]
+
+
+def broker_info(connection: Any) -> dict[str, Any]:
+    """Where the worker's broker is, never its password."""
+    if connection is None:
+        return {}
+    return {
+        "hostname": connection.hostname,
+        "port": connection.port,
+        "userid": connection.userid,
+        "virtual_host": connection.virtual_host,
+        "transport": connection.transport_cls,
+        "ssl": bool(connection.ssl),
+        "heartbeat": connection.heartbeat,
+        "connect_timeout": connection.connect_timeout,
+        "uri": maybe_sanitize_url(connection.as_uri()),
+    }

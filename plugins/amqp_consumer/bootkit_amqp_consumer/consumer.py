@@ -43,6 +43,7 @@ from bootkit_amqp_consumer.job import Job, Outcome
 from bootkit_amqp_consumer.options import WorkerConfig
 from bootkit_amqp_consumer.pools import Pool
 from bootkit_amqp_consumer.protocol import TaskRequest, build, decode
+from bootkit_amqp_consumer.ratelimit import TokenBucket, parse_rate
 from bootkit_amqp_consumer.state import WorkerState
 from bootkit_amqp_consumer.timer import Timer
 
@@ -55,6 +56,29 @@ class Delivery:
     message: Any
     acks_late: bool
     received: float = field(default_factory=time.monotonic)
+    started_at: float | None = None  # unix time the pool got it
+    eta: datetime | None = None  # held by the timer until then
+
+    def info(self, hostname: str, worker_pid: int | None = None) -> dict[str, Any]:
+        """As Celery's inspect replies describe a request."""
+        request, info = self.request, self.message.delivery_info or {}
+        return {
+            "id": request.id,
+            "name": request.name,
+            "args": list(request.args),
+            "kwargs": request.kwargs,
+            "type": request.name,
+            "hostname": hostname,
+            "time_start": self.started_at,
+            "acknowledged": self.message.acknowledged,
+            "delivery_info": {
+                "exchange": info.get("exchange"),
+                "routing_key": info.get("routing_key"),
+                "priority": (self.message.properties or {}).get("priority"),
+                "redelivered": info.get("redelivered", False),
+            },
+            "worker_pid": worker_pid,
+        }
 
 
 class TaskConsumer:
@@ -82,6 +106,8 @@ class TaskConsumer:
         self.connection = connection
         self.reserved: deque[Delivery] = deque()
         self.running: dict[str, Delivery] = {}
+        self.scheduled: dict[str, Delivery] = {}  # held by the timer: an ETA or a rate limit
+        self.buckets: dict[str, TokenBucket] = {}
         self._inbox: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -98,14 +124,41 @@ class TaskConsumer:
     def declare(self) -> None:
         """Declare the queues, set the prefetch count and start consuming."""
         self.channel = self.connection.channel()
+        wanted = {name: (name, "direct", name) for name in self.config.queues}
+        wanted.update(self.state.added_queues)
         queues = [
-            Queue(name, Exchange(name, "direct"), routing_key=name) for name in self.config.queues
+            Queue(name, Exchange(exchange, kind), routing_key=key)
+            for name, (exchange, kind, key) in wanted.items()
+            if name not in self.state.cancelled_queues
         ]
         self.qos = QoS(self._set_prefetch, self.config.prefetch_count)
         self.qos.update()
         self.consumer = Consumer(self.channel, queues, on_message=self._on_message, no_ack=False)
         self.consumer.consume()
         self.state.on_cold.append(self.restore_unacked)
+
+    def queues(self) -> list[Any]:
+        """The queues consumed now."""
+        return list(self.consumer.queues) if self.consumer is not None else []
+
+    def add_queue(self, name: str, exchange: str, kind: str, routing_key: str) -> None:
+        """Declare `name` and consume it too, now and after reconnects (loop thread)."""
+        self.state.cancelled_queues.discard(name)
+        self.state.added_queues[name] = (exchange, kind, routing_key)
+        if any(q.name == name for q in self.queues()):
+            return
+        queue = Queue(name, Exchange(exchange, kind), routing_key=routing_key)
+        self.consumer.add_queue(queue)
+        self.consumer.consume()
+
+    def cancel_queue(self, name: str) -> bool:
+        """Stop consuming `name`, now and after reconnects (loop thread); False if not consumed."""
+        if not any(q.name == name for q in self.queues()):
+            return False
+        self.state.cancelled_queues.add(name)
+        self.state.added_queues.pop(name, None)
+        self.consumer.cancel_by_queue(name)
+        return True
 
     def restore_unacked(self) -> None:
         """Give unacknowledged messages back now (virtual transports such as Redis
@@ -253,9 +306,8 @@ class TaskConsumer:
             return
         now = datetime.now(UTC)
         if request.eta is not None and request.eta > now:
-            self.qos.increment_eventually()
-            delay = (request.eta - now).total_seconds()
-            self.timer.call_later(delay, lambda: self.post(lambda: self._eta_due(delivery)))
+            delivery.eta = request.eta
+            self._hold(delivery, (request.eta - now).total_seconds())
             return
         self.reserved.append(delivery)
         self._dispatch()
@@ -280,12 +332,38 @@ class TaskConsumer:
             expires=request.expires.isoformat() if request.expires else None,
         )
 
-    def _eta_due(self, delivery: Delivery) -> None:
+    def _hold(self, delivery: Delivery, delay: float) -> None:
+        """Keep `delivery` in the timer for `delay` seconds; while it waits it does not
+        count against the prefetch limit, so other tasks keep coming."""
+        self.qos.increment_eventually()
+        self.scheduled[delivery.request.id] = delivery
+        self.timer.call_later(delay, lambda: self.post(lambda: self._held_due(delivery)))
+
+    def _held_due(self, delivery: Delivery) -> None:
         self.qos.decrement_eventually()
+        self.scheduled.pop(delivery.request.id, None)
         if self._draining:
             return  # unacked: it returns to the queue when the channel closes
-        self.reserved.append(delivery)
+        self.reserved.appendleft(delivery)
         self._dispatch()
+
+    def _rate_limited(self, delivery: Delivery) -> bool:
+        """Hold `delivery` until its task's rate limit lets it run; False: run it now."""
+        name = delivery.request.name
+        if name in self.state.rate_limits:
+            rate = self.state.rate_limits[name]
+        else:
+            rate = parse_rate(self.app.tasks[name].rate_limit)
+        if rate is None:
+            return False
+        bucket = self.buckets.get(name)
+        if bucket is None or bucket.rate != rate:
+            bucket = self.buckets[name] = TokenBucket(rate)
+        wait = bucket.take()
+        if wait <= 0:
+            return False
+        self._hold(delivery, wait)
+        return True
 
     def _reject(self, message: Any, reason: str, detail: str) -> None:
         self.state.rejected[reason] += 1
@@ -322,9 +400,10 @@ class TaskConsumer:
         # the meantime must not start the next (the solo pool would run them all).
         while self.reserved and len(self.running) < self.pool.size and not self._stopping.is_set():
             delivery = self.reserved.popleft()
-            if self._discard_if_stale(delivery):
+            if self._discard_if_stale(delivery) or self._rate_limited(delivery):
                 continue
             request = delivery.request
+            delivery.started_at = time.time()
             if not delivery.acks_late:
                 delivery.message.ack()
             self.running[request.id] = delivery
@@ -371,7 +450,9 @@ class TaskConsumer:
         self.running.pop(request.id, None)
         fields = {"task": request.name, "task_id": request.id, "runtime": round(outcome.runtime, 6)}
         exception = f"{outcome.exc_type}({outcome.exc_message!r})"
-        if outcome.lost:
+        if outcome.lost and self.state.is_revoked(request.id):
+            self._terminated(delivery)
+        elif outcome.lost:
             self._lost(delivery, outcome)
             self._task_event("task-failed", uuid=request.id, exception=exception, traceback=None)
         elif outcome.state == "RETRY":
@@ -395,10 +476,22 @@ class TaskConsumer:
             self._task_event(
                 "task-failed", uuid=request.id, exception=exception, traceback=outcome.traceback
             )
-        if delivery.acks_late and not outcome.lost:
+        if delivery.acks_late and not outcome.lost and not delivery.message.acknowledged:
             delivery.message.ack()
         self.state.processed[outcome.state.lower()] += 1
         self._dispatch()
+
+    def _terminated(self, delivery: Delivery) -> None:
+        """A revoked task killed where it ran: recorded as revoked, never requeued."""
+        request = delivery.request
+        if delivery.acks_late:
+            delivery.message.ack()
+        self.log.info("task_terminated", task=request.name, task_id=request.id)
+        self._task_event(
+            "task-revoked", uuid=request.id, terminated=True, signum=None, expired=False
+        )
+        if (backend := self._backend_for(request)) is not None:
+            backend.store_state(request.id, "REVOKED", reason="terminated")
 
     def _lost(self, delivery: Delivery, outcome: Outcome) -> None:
         request = delivery.request

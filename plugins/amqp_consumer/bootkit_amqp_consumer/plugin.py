@@ -44,5 +44,8 @@ def bootkit_cold_shutdown(kernel: Kernel) -> None:
 @hookimpl
 def bootkit_add_commands(cli: click.Group) -> None:
     from bootkit_amqp_consumer.cli import call
+    from bootkit_amqp_consumer.remote import control, inspect
 
     cli.add_command(call)
+    cli.add_command(inspect)
+    cli.add_command(control)

@@ -112,14 +112,14 @@ class ProcessPool:
         if thread is not threading.current_thread():  # stop() from a done callback
             thread.join()
 
-    def terminate(self, job_id: str) -> bool:
-        """SIGTERM the child running `job_id`; it is reported lost ("Terminated")."""
+    def terminate(self, job_id: str, signum: int = signal.SIGTERM) -> bool:
+        """Signal the child running `job_id`; it is reported lost ("Terminated")."""
         with self._lock:
             for child in self._children:
                 if child.job is not None and child.job.id == job_id:
                     if child.killed_for is None:
                         child.killed_for = "terminated"
-                        _signal(child, signal.SIGTERM)
+                        _signal(child, signal.Signals(signum))
                     return True
         return False
 

@@ -8,6 +8,7 @@ consumer bounds the jobs in flight by its prefetch count.
 from __future__ import annotations
 
 import queue
+import signal
 import threading
 from collections.abc import Callable
 from typing import Protocol
@@ -40,8 +41,9 @@ class Pool(Protocol):
         """Stop; with `wait`, let running jobs finish first (their `done` is called)."""
         ...
 
-    def terminate(self, job_id: str) -> bool:
-        """Kill the running job `job_id`; False when not running or not supported."""
+    def terminate(self, job_id: str, signum: int = signal.SIGTERM) -> bool:
+        """Kill the running job `job_id` with `signum`; False when not running or not
+        supported (only processes can be killed)."""
         ...
 
     def grow(self, n: int) -> None:
@@ -84,7 +86,7 @@ class SoloPool:
     def stop(self, *, wait: bool = True) -> None:
         pass
 
-    def terminate(self, job_id: str) -> bool:
+    def terminate(self, job_id: str, signum: int = signal.SIGTERM) -> bool:
         return False
 
     def grow(self, n: int) -> None:
@@ -157,7 +159,7 @@ class ThreadPool:
             for thread in threads:
                 thread.join()
 
-    def terminate(self, job_id: str) -> bool:
+    def terminate(self, job_id: str, signum: int = signal.SIGTERM) -> bool:
         return False
 
     def grow(self, n: int) -> None:

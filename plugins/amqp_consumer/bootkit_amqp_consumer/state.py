@@ -26,6 +26,11 @@ class WorkerState:
     total: Counter[str] = field(default_factory=Counter)  # tasks received, by task name
     clock: LamportClock = field(default_factory=LamportClock)
     task_events: bool = False  # send task-* events (``-E``, or enable_events)
+    # Set by control commands, kept across reconnects: per-task rate limits (tasks a
+    # second, None: none), queues added (name -> exchange, type, routing key) or cancelled.
+    rate_limits: dict[str, float | None] = field(default_factory=dict)
+    added_queues: dict[str, tuple[str, str, str]] = field(default_factory=dict)
+    cancelled_queues: set[str] = field(default_factory=set)
     started: float = field(default_factory=time.monotonic)
     lock: threading.Lock = field(default_factory=threading.Lock)
     # Callbacks that hand unacknowledged messages back to the broker at once; the
