@@ -17,12 +17,10 @@ import argparse
 import datetime
 import functools
 import gc
-import importlib.metadata
 import os
 import platform
 import random
 import shlex
-import shutil
 import statistics
 import subprocess
 import sys
@@ -33,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import networkx as nx
+from peers import PEER_VENV, cold_env, compile_all, peer_python, run, version
 
 from bootkit.graph import resolve
 from bootkit.plan import InstalledStep, Provenance
@@ -40,8 +39,6 @@ from bootkit.step import Step
 from bootkit.testing import make_settings
 
 REPO = Path(__file__).resolve().parents[1]
-PEER_VENV = Path(tempfile.gettempdir()) / "bootkit-bench-peers"
-CELERY = "celery==5.7.0"
 SIZES = (100, 1_000, 10_000)
 SEED = 20240601
 PROVENANCE = Provenance("bench", "bench-distribution", "0")
@@ -123,44 +120,6 @@ def bench_resolve(repeats: int) -> list[tuple[int, int, float, float]]:
 # -- part 2: cold processes --------------------------------------------------------------
 
 
-def run(command: Sequence[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(list(command), check=True, text=True, capture_output=True, timeout=600)
-
-
-def peer_python() -> Path:
-    """The peer venv's python with Celery installed, created on first use."""
-    python = PEER_VENV / "bin" / "python"
-    if not (PEER_VENV / "bin" / "celery").exists():
-        uv = shutil.which("uv")
-        if uv is None:
-            raise SystemExit("uv is not on PATH; it creates the venv for the Celery peer")
-        base = os.path.realpath(sys.executable)  # the interpreter behind bootkit's venv
-        print(f"creating {PEER_VENV} with {CELERY} (once)", file=sys.stderr)
-        run([uv, "venv", "--quiet", "--allow-existing", str(PEER_VENV), "--python", base])
-        run([uv, "pip", "install", "--quiet", "--python", str(python), CELERY])
-    return python
-
-
-def compile_all(python: Path, *folders: Path) -> None:
-    """Byte-compile `folders` for `python`, so the timed runs load bytecode."""
-    existing = [str(f) for f in folders if f.exists()]
-    proc = subprocess.run(
-        [str(python), "-m", "compileall", "-q", *existing],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    if proc.returncode != 0:  # some distributions ship files that do not compile
-        print(f"note: compileall for {python} reported errors (ignored)", file=sys.stderr)
-
-
-def cold_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BOOTKIT_")}
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    return env
-
-
 def bench_cold(commands: Mapping[str, list[str]], rounds: int, cwd: Path) -> dict[str, list[float]]:
     env = cold_env()
     times: dict[str, list[float]] = {label: [] for label in commands}
@@ -182,13 +141,6 @@ def bench_cold(commands: Mapping[str, list[str]], rounds: int, cwd: Path) -> dic
 
 
 # -- report ---------------------------------------------------------------------------------
-
-
-def version(distribution: str) -> str:
-    try:
-        return importlib.metadata.version(distribution)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -1,0 +1,71 @@
+"""What the benchmarks share: the peers' own environment (Celery, never installed into
+bootkit's), byte-compiling both sides, and a clean environment for timed processes."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+PEER_VENV = Path(tempfile.gettempdir()) / "bootkit-bench-peers"
+CELERY = "celery==5.7.0"
+
+
+def run(
+    command: Sequence[str], env: Mapping[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        list(command),
+        check=True,
+        text=True,
+        capture_output=True,
+        timeout=600,
+        env=dict(env) if env is not None else None,
+        cwd=cwd,
+    )
+
+
+def peer_python() -> Path:
+    """The peer venv's python with Celery installed, created on first use."""
+    python = PEER_VENV / "bin" / "python"
+    if not (PEER_VENV / "bin" / "celery").exists():
+        uv = shutil.which("uv")
+        if uv is None:
+            raise SystemExit("uv is not on PATH; it creates the venv for the Celery peer")
+        base = os.path.realpath(sys.executable)  # the interpreter behind bootkit's venv
+        print(f"creating {PEER_VENV} with {CELERY} (once)", file=sys.stderr)
+        run([uv, "venv", "--quiet", "--allow-existing", str(PEER_VENV), "--python", base])
+        run([uv, "pip", "install", "--quiet", "--python", str(python), CELERY])
+    return python
+
+
+def compile_all(python: Path, *folders: Path) -> None:
+    """Byte-compile `folders` for `python`, so the timed runs load bytecode."""
+    existing = [str(f) for f in folders if f.exists()]
+    proc = subprocess.run(
+        [str(python), "-m", "compileall", "-q", *existing],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    if proc.returncode != 0:  # some distributions ship files that do not compile
+        print(f"note: compileall for {python} reported errors (ignored)", file=sys.stderr)
+
+
+def cold_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BOOTKIT_")}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
+
+
+def version(distribution: str) -> str:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
