@@ -88,30 +88,31 @@ def test_workers_mingle_gossip_revoke_elect_and_notice_loss(
     assert not events(a, "peer_lost", peer=b_node)
 
 
-def test_without_gossip_and_mingle_the_steps_are_disabled_with_the_reason(
+def test_without_gossip_mingle_and_control_the_steps_are_shown_disabled_with_the_reason(
     tmp_path: Path,
 ) -> None:
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bootkit",
-            "graph",
-            "--json",
-            "--without",
-            "gossip",
-            "--without",
-            "mingle",
-        ],
-        env=worker_env(tmp_path, "graph"),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=WAIT,
-        check=True,
-    )
-    steps: dict[str, Any] = {s["name"]: s for s in json.loads(done.stdout)["steps"]}
-    for name, flag in (("gossip.peers", "gossip"), ("mingle.sync", "mingle")):
+    flags = ["--without", "gossip", "--without", "mingle", "--without", "control"]
+
+    def graph(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "bootkit", "graph", *args, *flags],
+            env=worker_env(tmp_path, "graph"),
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=WAIT,
+            check=True,
+        )
+        return done.stdout
+
+    steps: dict[str, Any] = {s["name"]: s for s in json.loads(graph("--json"))["steps"]}
+    dot = graph("--dot")
+    for name, flag in (
+        ("gossip.peers", "gossip"),
+        ("mingle.sync", "mingle"),
+        ("control.pidbox", "control"),
+    ):
         assert steps[name]["status"] == "disabled"
         assert f"--without {flag}" in steps[name]["reason"]
+        assert f"disabled: disabled by --without {flag} (command line)" in dot
     assert steps["heartbeat.beat"]["status"] == "enabled"
