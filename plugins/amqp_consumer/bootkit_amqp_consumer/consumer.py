@@ -289,6 +289,7 @@ class TaskConsumer:
             )
             task = self.app.tasks.get(request.name)
             if task is None:
+                self._task_event("task-rejected", uuid=request.id, requeue=False)
                 raise BadMessageError("unknown_task", f"task {request.name!r} is not registered")
         except BadMessageError as exc:
             self._reject(message, exc.reason, exc.detail)

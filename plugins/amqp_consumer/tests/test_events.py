@@ -167,6 +167,11 @@ def test_task_events_follow_a_task_when_on_and_enable_events_turns_them_on(
         assert succeeded["result"] == "5"
         assert succeeded["runtime"] >= 0
 
+        unknown = client.send_task("no.such.task", [])
+        monitor.wait_for(lambda e: any(x.get("uuid") == unknown.id for x in e), "task-rejected")
+        (rejected,) = (e for e in monitor.events if e.get("uuid") == unknown.id)
+        assert (rejected["type"], rejected["requeue"]) == ("task-rejected", False)
+
 
 def test_celery_state_sees_the_worker_alive_and_records_its_tasks(
     start_worker: StartWorker, broker: Broker, client: App
