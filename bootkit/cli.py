@@ -13,6 +13,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -185,21 +186,106 @@ def _why(session: Session, params: dict[str, Any]) -> None:
 
 
 def _start(session: Session, params: dict[str, Any]) -> None:
+    from bootkit.events import Fanout
     from bootkit.kernel import Kernel
+    from bootkit.notify import Readiness
 
     settings = session.settings(params)
+    plan = session.plan(settings)
+    readiness = Readiness(plan, settings.state_dir)
     kernel = Kernel(
-        session.plan(settings),
+        plan,
         settings,
-        observer=session.plugins,
+        observer=Fanout(session.plugins, readiness),
         hook=session.plugins.manager.hook,
     )
     _watch_signals(
         kernel, lambda: session.plugins.manager.hook.bootkit_cold_shutdown(kernel=kernel)
     )
-    status = kernel.run()
+    try:
+        status = kernel.run()
+    finally:
+        readiness.close()
     if status != EXIT_OK:
         sys.exit(status)
+
+
+# -- commands that read the state folder only: no plugins, no networkx ----------------
+
+
+def _state_dir() -> Path:
+    ctx = click.get_current_context()
+    session = ctx.find_object(Session)
+    assert session is not None
+    return build_settings(session.sources, session.group_params).state_dir
+
+
+@click.command("status")
+def _status_command() -> None:
+    """Exit 0 when the kernel of this state folder runs and is ready, 1 otherwise
+    (a container health probe: no plugin is loaded)."""
+    from bootkit.notify import status
+
+    ready, line = status(_state_dir())
+    click.echo(line, err=not ready)
+    if not ready:
+        sys.exit(EXIT_FAILURE)
+
+
+@click.group("analyze")
+def _analyze() -> None:
+    """Analyze the last boot (or shutdown) from the run record in the state folder."""
+
+
+_shutdown_flag = click.option(
+    "--shutdown", is_flag=True, help="The last shutdown instead of the last boot."
+)
+_json_flag = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+
+
+@_analyze.command("blame")
+@_shutdown_flag
+@_json_flag
+def _blame(shutdown: bool, as_json: bool) -> None:
+    """Steps by the time they took, longest first."""
+    from bootkit import analyze
+
+    phase = analyze.load(_state_dir(), "shutdown" if shutdown else "boot")
+    if as_json:
+        click.echo(analyze.as_json([(0, t) for t in analyze.blame(phase)]))
+    else:
+        click.echo(analyze.blame_text(phase), nl=False)
+
+
+@_analyze.command("critical-chain")
+@_shutdown_flag
+@_json_flag
+def _critical_chain(shutdown: bool, as_json: bool) -> None:
+    """The chain of waits that decided when each blueprint was ready (or stopped)."""
+    from bootkit import analyze
+
+    phase = analyze.load(_state_dir(), "shutdown" if shutdown else "boot")
+    if as_json:
+        click.echo(analyze.as_json(analyze.critical_chain(phase)))
+    else:
+        click.echo(analyze.chain_text(phase), nl=False)
+
+
+@_analyze.command("plot")
+@_shutdown_flag
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the SVG here.")
+def _plot(shutdown: bool, output: str | None) -> None:
+    """An SVG timeline: a bar per step, waves banded, the critical chain in red."""
+    from bootkit import analyze
+
+    svg = analyze.plot(analyze.load(_state_dir(), "shutdown" if shutdown else "boot"))
+    if output is None:
+        click.echo(svg, nl=False)
+    else:
+        Path(output).write_text(svg, encoding="utf-8")
+
+
+LIGHT_COMMANDS: dict[str, click.Command] = {"analyze": _analyze, "status": _status_command}
 
 
 def _watch_signals(kernel: Kernel, on_cold: Callable[[], object]) -> None:
@@ -330,13 +416,19 @@ class BootkitGroup(click.Group):
             extra = self._plugin_commands(ctx)
         except BootkitError:
             extra = {}
-        return [*PLAN_COMMANDS, *sorted(set(extra) - set(PLAN_COMMANDS))]
+        builtin = [*PLAN_COMMANDS, *LIGHT_COMMANDS]
+        return [*builtin, *sorted(set(extra) - set(builtin))]
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if ctx.resilient_parsing:
+            if cmd_name in LIGHT_COMMANDS:
+                return LIGHT_COMMANDS[cmd_name]
             return _builtin(cmd_name, None) if cmd_name in PLAN_COMMANDS else None
         if cmd_name in PLAN_COMMANDS:
             return _builtin(cmd_name, self._session(ctx))
+        if cmd_name in LIGHT_COMMANDS:
+            self._session(ctx)
+            return LIGHT_COMMANDS[cmd_name]
         return self._plugin_commands(ctx).get(cmd_name)
 
 

@@ -4,7 +4,8 @@ File: ``<state_dir>/timings.json``, rewritten after boot and after shutdown::
 
     {"version": 1, "pid": 123, "started_at": 1700000000.0,
      "boot": {"seconds": 0.41, "ok": true, "steps": [STEP, ...]},
-     "shutdown": {"seconds": 0.02, "ok": true, "steps": [STEP, ...]} | null}
+     "shutdown": {"seconds": 0.02, "ok": true, "steps": [STEP, ...]} | null,
+     "blueprints": {"consumer": {"host": "worker.consumer", "parent": "worker"}, ...}}
 
     STEP = {"blueprint": "worker", "step": "worker.pool", "wave": 1,
             "offset": 0.12, "seconds": 0.05, "outcome": "started",
@@ -50,6 +51,10 @@ class Recorder:
             "started_at": time.time(),
             "boot": None,
             "shutdown": None,
+            # Which step runs each child blueprint, for `bootkit analyze`.
+            "blueprints": {
+                name: {"host": b.host, "parent": b.parent} for name, b in plan.blueprints.items()
+            },
         }
 
     def begin(self) -> None:
