@@ -210,6 +210,12 @@ def plot(phase: Phase) -> str:
         f'<text x="10" y="20" font-size="15" font-weight="bold">bootkit {escape(phase.name)}: '
         f"{phase.seconds:.3f} s, {len(rows)} steps</text>",
     ]
+    for i, t in enumerate(rows):  # bands first, so ticks and bars draw over them
+        shade = "#f4f4f4" if (t.wave or 0) % 2 else "#ffffff"
+        out.append(
+            f'<rect class="band" x="0" y="{_TOP + i * _ROW}" width="{width}" height="{_ROW}" '
+            f'fill="{shade}"/>'
+        )
     for tick in _ticks(span):
         x = _LABEL_WIDTH + tick * scale
         out.append(
@@ -219,11 +225,6 @@ def plot(phase: Phase) -> str:
         out.append(f'<text x="{x:.1f}" y="{_TOP - 12}" text-anchor="middle">{tick:g}s</text>')
     for i, t in enumerate(rows):
         y = _TOP + i * _ROW
-        shade = "#f4f4f4" if (t.wave or 0) % 2 else "#ffffff"
-        out.append(
-            f'<rect class="band" x="0" y="{y}" width="{width}" height="{_ROW}" fill="{shade}" '
-            'fill-opacity="0.9"/>'
-        )
         label = escape(ascii_safe(f"{t.step}  ({t.blueprint}, wave {t.wave})"))
         out.append(f'<text x="10" y="{y + 14}">{label}</text>')
         x = _LABEL_WIDTH + t.offset * scale
