@@ -75,26 +75,38 @@ def load(state_dir: Path, phase: str = "boot") -> Phase:
         ) from None
     except (OSError, ValueError) as exc:
         raise BootkitError(f"cannot read the run record {path}: {exc}") from None
+    return from_record(data, phase, str(path))
+
+
+def from_record(data: Any, phase: str, source: str) -> Phase:
+    """The phase `phase` of a run record (the parsed ``timings.json``) from `source`.
+
+    Raises:
+        BootkitError: the record lacks that phase or is malformed.
+    """
     record = data.get(phase) if isinstance(data, dict) else None
     if not isinstance(record, dict):
-        raise BootkitError(f"the run record {path} has no {phase}: the last run never got there")
-    hosts = {
-        name: info["host"]
-        for name, info in (data.get("blueprints") or {}).items()
-        if isinstance(info, dict) and info.get("host")
-    }
-    steps = tuple(
-        Timing(
-            blueprint=str(s["blueprint"]),
-            step=str(s["step"]),
-            wave=s.get("wave"),
-            offset=float(s["offset"]),
-            seconds=float(s["seconds"]),
-            outcome=str(s.get("outcome", "")),
-            after=tuple(s.get("after") or ()),
+        raise BootkitError(f"the run record of {source} has no {phase}: it never got there")
+    try:
+        hosts = {
+            name: info["host"]
+            for name, info in (data.get("blueprints") or {}).items()
+            if isinstance(info, dict) and info.get("host")
+        }
+        steps = tuple(
+            Timing(
+                blueprint=str(s["blueprint"]),
+                step=str(s["step"]),
+                wave=s.get("wave"),
+                offset=float(s["offset"]),
+                seconds=float(s["seconds"]),
+                outcome=str(s.get("outcome", "")),
+                after=tuple(s.get("after") or ()),
+            )
+            for s in record.get("steps", ())
         )
-        for s in record.get("steps", ())
-    )
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise BootkitError(f"the run record of {source} is malformed: {exc!r}") from None
     return Phase(phase, float(record.get("seconds", 0.0)), bool(record.get("ok")), steps, hosts)
 
 

@@ -240,17 +240,43 @@ def _analyze() -> None:
 _shutdown_flag = click.option(
     "--shutdown", is_flag=True, help="The last shutdown instead of the last boot."
 )
+_node_flag = click.option(
+    "--node",
+    default=None,
+    metavar="NAME",
+    help="Ask the live process NAME (through a plugin that reaches it, e.g. the worker's "
+    "remote control) instead of reading the state folder.",
+)
+
+
+def _phase(shutdown: bool, node: str | None) -> Any:
+    from bootkit import analyze
+
+    phase = "shutdown" if shutdown else "boot"
+    if node is None:
+        return analyze.load(_state_dir(), phase)
+    session = click.get_current_context().find_object(Session)
+    assert session is not None
+    record = session.plugins.manager.hook.bootkit_run_record(
+        settings=session.settings({}), node=node
+    )
+    if record is None:
+        raise BootkitError(f"--node {node}: no installed plugin can reach a live process")
+    return analyze.from_record(record, phase, node)
+
+
 _json_flag = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 
 
 @_analyze.command("blame")
 @_shutdown_flag
 @_json_flag
-def _blame(shutdown: bool, as_json: bool) -> None:
+@_node_flag
+def _blame(shutdown: bool, as_json: bool, node: str | None) -> None:
     """Steps by the time they took, longest first."""
     from bootkit import analyze
 
-    phase = analyze.load(_state_dir(), "shutdown" if shutdown else "boot")
+    phase = _phase(shutdown, node)
     if as_json:
         click.echo(analyze.as_json([(0, t) for t in analyze.blame(phase)]))
     else:
@@ -260,11 +286,12 @@ def _blame(shutdown: bool, as_json: bool) -> None:
 @_analyze.command("critical-chain")
 @_shutdown_flag
 @_json_flag
-def _critical_chain(shutdown: bool, as_json: bool) -> None:
+@_node_flag
+def _critical_chain(shutdown: bool, as_json: bool, node: str | None) -> None:
     """The chain of waits that decided when each blueprint was ready (or stopped)."""
     from bootkit import analyze
 
-    phase = analyze.load(_state_dir(), "shutdown" if shutdown else "boot")
+    phase = _phase(shutdown, node)
     if as_json:
         click.echo(analyze.as_json(analyze.critical_chain(phase)))
     else:
@@ -273,12 +300,13 @@ def _critical_chain(shutdown: bool, as_json: bool) -> None:
 
 @_analyze.command("plot")
 @_shutdown_flag
+@_node_flag
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the SVG here.")
-def _plot(shutdown: bool, output: str | None) -> None:
+def _plot(shutdown: bool, node: str | None, output: str | None) -> None:
     """An SVG timeline: a bar per step, waves banded, the critical chain in red."""
     from bootkit import analyze
 
-    svg = analyze.plot(analyze.load(_state_dir(), "shutdown" if shutdown else "boot"))
+    svg = analyze.plot(_phase(shutdown, node))
     if output is None:
         click.echo(svg, nl=False)
     else:

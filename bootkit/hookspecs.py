@@ -9,8 +9,8 @@ never goes unnoticed.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
@@ -80,6 +80,16 @@ def bootkit_cold_shutdown(kernel: Kernel) -> None:
     Called from the signal thread when a second SIGTERM/SIGINT cuts the shutdown
     short, just before the process exits with status 3; all hooks together get two
     seconds. Steps are not stopped: use it only for what dying would leave behind.
+    """
+
+
+@hookspec(firstresult=True)
+def bootkit_run_record(settings: Settings, node: str) -> Mapping[str, Any] | None:
+    """The run record (as in ``timings.json``) of the live process named `node`.
+
+    `bootkit analyze --node NODE` asks; a plugin that can reach such a process (the
+    worker does, over remote control) returns its record, others return None. Raise
+    `bootkit.BootkitError` with a one-line reason when the node cannot be reached.
     """
 
 

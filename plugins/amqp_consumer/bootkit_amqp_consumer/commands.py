@@ -7,6 +7,7 @@ sees the consumer that runs now (it is replaced after a reconnect).
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import resource
@@ -162,6 +163,13 @@ def worker_commands(ctx: Context) -> list[Command]:
             "sw_ver": sw_version(),
         }
 
+    def run_record(arguments: Mapping[str, Any]) -> Any:
+        """This process's run record (timings of its last boot and shutdown)."""
+        try:
+            return json.loads((config.state_dir / "timings.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise CommandError(f"no run record: {exc}") from None
+
     def report(arguments: Mapping[str, Any]) -> Any:
         return {
             "ok": f"bootkit-amqp-consumer {sw_version()} on Python {platform.python_version()} "
@@ -316,6 +324,7 @@ def worker_commands(ctx: Context) -> list[Command]:
         Command("query_task", query_task, "inspect", help="Where given task ids are, if here."),
         Command("active_queues", active_queues, "inspect", help="Queues consumed now."),
         Command("report", report, "inspect", help="Versions and set-up, one line."),
+        Command("run_record", run_record, "inspect", help="Timings of the last boot/shutdown."),
         Command("conf", conf, "inspect", help="The worker's configuration (no secrets)."),
         Command("shutdown", shutdown, "control", gate="shutdown", help="Warm shutdown."),
         Command("pool_grow", resize(True), "control", gate="pool_grow", help="Add N slots."),

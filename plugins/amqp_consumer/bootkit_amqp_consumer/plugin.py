@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
-from bootkit import Option, Step, hookimpl
+from bootkit import BootkitError, Option, Settings, Step, hookimpl
 from bootkit_amqp_consumer.options import OPTIONS
 
 if TYPE_CHECKING:
@@ -39,6 +40,28 @@ def bootkit_cold_shutdown(kernel: Kernel) -> None:
         state = blueprint.ctx.find(WorkerState)
         for restore in list(state.on_cold if state else ()):
             restore()
+
+
+@hookimpl
+def bootkit_run_record(settings: Settings, node: str) -> Mapping[str, Any] | None:
+    """A live worker's run record, asked over remote control (``run_record``)."""
+    from kombu.connection import Connection
+
+    from bootkit_amqp_consumer.options import WorkerConfig
+    from bootkit_amqp_consumer.pidbox import call
+
+    config = WorkerConfig.from_settings(settings)
+    with Connection(
+        config.broker, transport_options=config.transport_options, connect_timeout=4
+    ) as connection:
+        replies = call(connection, "run_record", destination=[node], timeout=5.0)
+    if not replies:
+        raise BootkitError(f"--node {node}: no reply within 5s (is the worker running?)")
+    record = replies[0].get(node)
+    if not isinstance(record, dict) or "error" in record:
+        error = record.get("error") if isinstance(record, dict) else record
+        raise BootkitError(f"--node {node}: {error}")
+    return record
 
 
 @hookimpl

@@ -55,6 +55,9 @@ TABLE: dict[str, Spec] = {
     "active_queues": Spec("inspect", "Queues consumed now."),
     "report": Spec("inspect", "Versions and set-up."),
     "conf": Spec("inspect", "Configuration (no secrets)."),
+    "run_record": Spec(
+        "inspect", "Timings of the last boot and shutdown (bootkit analyze --node)."
+    ),
     "query_task": Spec(
         "inspect", "Where tasks ID... are (active, reserved, scheduled).", (_task_ids("ids"),)
     ),

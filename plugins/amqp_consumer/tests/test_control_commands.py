@@ -184,10 +184,12 @@ def test_allowed_commands_change_the_pool_limits_queues_and_stop_the_worker(
 # -- the command line --------------------------------------------------------------
 
 
-def bootkit(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def bootkit(
+    tmp_path: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "bootkit", *args],
-        env=worker_env(tmp_path, "cli"),
+        env={**worker_env(tmp_path, "cli"), **(env or {})},
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -222,6 +224,16 @@ def test_cli_and_celery_cli_reach_the_worker(
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1
     assert "is a `bootkit control` command" in done.stderr
+
+    # bootkit analyze --node asks the live worker for its run record.
+    on_broker = {"BOOTKIT_BROKER": broker.url}
+    done = bootkit(tmp_path, "analyze", "critical-chain", "--node", node, env=on_broker)
+    assert done.returncode == 0, done.stderr
+    assert "amqp.consumer @" in done.stdout
+    assert "  amqp.loop @" in done.stdout  # the consumer blueprint, beneath its host
+    done = bootkit(tmp_path, "analyze", "blame", "--node", "nobody@host", env=on_broker)
+    assert done.returncode == 2
+    assert done.stderr.startswith("bootkit: error: --node nobody@host: no reply within 5s")
 
     celery = [sys.executable, "-m", "celery", "-b", broker.url]
     for command in (["inspect", "stats"], ["inspect", "active"], ["inspect", "registered"]):
