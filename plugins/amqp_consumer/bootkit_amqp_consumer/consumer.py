@@ -480,6 +480,7 @@ class TaskConsumer:
         if delivery.acks_late and not outcome.lost and not delivery.message.acknowledged:
             delivery.message.ack()
         self.state.processed[outcome.state.lower()] += 1
+        self.state.runtimes.observe(outcome.runtime)
         self._dispatch()
 
     def _terminated(self, delivery: Delivery) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import threading
 import time
 from collections import Counter, OrderedDict
@@ -13,6 +14,29 @@ from bootkit_amqp_consumer.clock import LamportClock
 
 REVOKES_MAX = 50_000  # revoked ids kept; the oldest go first (as Celery's default)
 REVOKE_EXPIRES = 10_800.0  # seconds a revoked id is kept (as Celery's default)
+
+
+RUNTIME_BOUNDS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+@dataclass
+class Runtimes:
+    """A histogram of task run times: counts per bound (seconds), total and count.
+
+    Written by the consumer's loop thread only; readers take a consistent-enough view.
+    """
+
+    bounds: tuple[float, ...] = RUNTIME_BOUNDS
+    counts: list[int] = field(default_factory=lambda: [0] * len(RUNTIME_BOUNDS))
+    total: float = 0.0
+    count: int = 0
+
+    def observe(self, seconds: float) -> None:
+        self.count += 1
+        self.total += seconds
+        index = bisect.bisect_left(self.bounds, seconds)
+        if index < len(self.counts):
+            self.counts[index] += 1
 
 
 @dataclass
@@ -32,6 +56,8 @@ class WorkerState:
     added_queues: dict[str, tuple[str, str, str]] = field(default_factory=dict)
     cancelled_queues: set[str] = field(default_factory=set)
     started: float = field(default_factory=time.monotonic)
+    runtimes: Runtimes = field(default_factory=Runtimes)
+    consumer: Any = None  # the TaskConsumer running now; None while reconnecting
     lock: threading.Lock = field(default_factory=threading.Lock)
     # Callbacks that hand unacknowledged messages back to the broker at once; the
     # running consumer registers one, a cold shutdown calls them.

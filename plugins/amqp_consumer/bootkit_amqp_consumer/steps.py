@@ -227,8 +227,10 @@ class TasksStep(Step):
         except errors as exc:
             raise BrokerConnectionLostError(f"{type(exc).__name__}: {exc}") from exc
         ctx.provide(TaskConsumer, self.consumer)
+        ctx.get(WorkerState).consumer = self.consumer
 
     def stop(self, ctx: Context, reason: StopReason) -> None:
+        ctx.get(WorkerState).consumer = None
         self.consumer.close()
 
 

@@ -114,7 +114,7 @@ class StartWorker(Protocol):
 
 
 # The worker's own plugins: what `bootkit start` runs by default from this workspace.
-WORKER_PLUGINS = ("amqp", "heartbeat", "gossip")
+WORKER_PLUGINS = ("amqp", "heartbeat", "gossip", "metrics")
 
 
 def worker_env(
