@@ -105,8 +105,12 @@ def test_analyze_without_a_record_is_one_line(run_cli: RunCLI, tmp_path: Path) -
 
 # -- a real `bootkit start`: sd_notify and the status probe --------------------------
 
+# Starts only once the test creates the file named by SLOW_GATE: the test looks at the
+# status while the step is still starting, with no race.
 SLOW = """
+import os
 import time
+from pathlib import Path
 
 from bootkit import Step, hookimpl
 
@@ -117,7 +121,10 @@ class Slow(Step):
     start_timeout = 42.0
 
     def start(self, ctx):
-        time.sleep(0.3)
+        gate = Path(os.environ["SLOW_GATE"])
+        deadline = time.monotonic() + 30
+        while not gate.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     def stop(self, ctx, reason):
         pass
@@ -140,12 +147,18 @@ def test_start_tells_notify_socket_ready_status_stopping_and_status_flips(
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     listener.bind(address)
     listener.settimeout(WAIT)
-    env = cli_env(tmp_path, [site], {"NOTIFY_SOCKET": address})
+    gate = tmp_path / "gate"
+    env = cli_env(tmp_path, [site], {"NOTIFY_SOCKET": address, "SLOW_GATE": str(gate)})
     state = Path(env["BOOTKIT_STATE_DIR"])
 
     assert run_cli("status").returncode == 1  # nothing runs yet
     with Service([], cwd=tmp_path, env=env) as service:
         messages: list[str] = []
+        while "STATUS=starting slow.step (slow)" not in messages:
+            messages += listener.recv(4096).decode().split("\n")
+        starting = run_cli("status")
+        assert (starting.returncode, starting.stderr.split(" (")[0]) == (1, "starting")
+        gate.touch()
         while "READY=1" not in messages:
             messages += listener.recv(4096).decode().split("\n")
         status = run_cli("status")
