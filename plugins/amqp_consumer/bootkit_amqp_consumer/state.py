@@ -62,11 +62,14 @@ class WorkerState:
     # Callbacks that hand unacknowledged messages back to the broker at once; the
     # running consumer registers one, a cold shutdown calls them.
     on_cold: list[Callable[[], None]] = field(default_factory=list)
+    # Called (without the lock) after revoked ids change, e.g. to persist them.
+    on_change: list[Callable[[], None]] = field(default_factory=list)
 
     def revoke(self, task_id: str, at: float | None = None) -> None:
         with self.lock:
             self._add(task_id, time.time() if at is None else at)
             self._purge()
+        self._changed()
 
     def is_revoked(self, task_id: str) -> bool:
         with self.lock:
@@ -86,6 +89,8 @@ class WorkerState:
                 new += task_id not in self.revoked
                 self._add(task_id, float(at))
             self._purge()
+        if new:
+            self._changed()
         return new
 
     def revoked_wire(self, limit: int = REVOKES_MAX) -> dict[str, list[Any]]:
@@ -94,6 +99,10 @@ class WorkerState:
             self._purge()
             items = list(self.revoked.items())[-limit:] if limit else []
         return {task_id: [at, task_id] for task_id, at in items}
+
+    def _changed(self) -> None:
+        for callback in list(self.on_change):
+            callback()
 
     def _add(self, task_id: str, at: float) -> None:
         known = self.revoked.get(task_id)

@@ -1,0 +1,1 @@
+"""bootkit-statedb: the worker's revoked ids and clock, kept across restarts."""
