@@ -161,7 +161,7 @@ def worker_commands(ctx: Context) -> list[Command]:
             },
             "sw_ident": "py-bootkit",
             "sw_ver": sw_version(),
-        }
+        } | {name: section() for name, section in list(state.stats_sections.items())}
 
     def run_record(arguments: Mapping[str, Any]) -> Any:
         """This process's run record (timings of its last boot and shutdown)."""
@@ -204,6 +204,7 @@ def worker_commands(ctx: Context) -> list[Command]:
                 the_pool.grow(n)
                 if now is not None and now.qos is not None:
                     now.qos.increment_eventually(n * config.prefetch_multiplier)
+                    now.refill()
             else:
                 before = the_pool.size
                 the_pool.shrink(n)

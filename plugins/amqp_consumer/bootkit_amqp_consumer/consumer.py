@@ -212,6 +212,10 @@ class TaskConsumer:
         except OSError as exc:
             raise BrokerConnectionLostError(f"{type(exc).__name__}: {exc}") from exc
 
+    def refill(self) -> None:
+        """Hand waiting tasks to free pool slots soon (after the pool grew); any thread."""
+        self.post(self._dispatch)
+
     def stop(self) -> None:
         """Ask the loop to stop consuming and finish once running tasks are done."""
         self._stopping.set()

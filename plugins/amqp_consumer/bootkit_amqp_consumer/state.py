@@ -58,6 +58,8 @@ class WorkerState:
     started: float = field(default_factory=time.monotonic)
     runtimes: Runtimes = field(default_factory=Runtimes)
     consumer: Any = None  # the TaskConsumer running now; None while reconnecting
+    # Sections other plugins add to `inspect stats` (name -> what to report).
+    stats_sections: dict[str, Callable[[], Any]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     # Callbacks that hand unacknowledged messages back to the broker at once; the
     # running consumer registers one, a cold shutdown calls them.

@@ -114,7 +114,7 @@ class StartWorker(Protocol):
 
 
 # The worker's own plugins: what `bootkit start` runs by default from this workspace.
-WORKER_PLUGINS = ("amqp", "heartbeat", "gossip", "metrics", "statedb")
+WORKER_PLUGINS = ("amqp", "heartbeat", "gossip", "metrics", "statedb", "autoscale")
 
 
 def worker_env(

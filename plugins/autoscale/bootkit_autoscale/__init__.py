@@ -1,0 +1,1 @@
+"""bootkit-autoscale: the pool follows the load."""
