@@ -31,6 +31,7 @@ from bootkit.hookspecs import hookimpl
 from bootkit.kernel import Kernel
 from bootkit.log import logger
 from bootkit.plan import Edge, EdgeKind, Plan, PlannedStep, Provenance, Status
+from bootkit.record import write_atomically
 from bootkit.step import Condition, Step, StopReason
 from bootkit.supervise import BlueprintStep, RestartBudgetError
 
@@ -74,4 +75,5 @@ __all__ = [
     "UnknownStepError",
     "hookimpl",
     "logger",
+    "write_atomically",
 ]

@@ -25,6 +25,7 @@ from typing import Any
 
 from bootkit.events import BlueprintEvent, ChildRestart, State, StepEvent, Transition
 from bootkit.plan import Plan
+from bootkit.record import write_atomically
 
 STATUS_FILE = "status.json"
 
@@ -129,9 +130,7 @@ class Readiness:
             data = {"pid": os.getpid(), "state": state, "since": time.time()}
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(data), encoding="utf-8")
-            tmp.replace(self.path)
+            write_atomically(self.path, json.dumps(data).encode())
         except OSError:
             pass  # a read-only state folder must not stop the worker
 

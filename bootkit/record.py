@@ -75,9 +75,7 @@ class Recorder:
             self._steps = []
             data = json.dumps(self._record, indent=1)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(data, encoding="utf-8")
-        tmp.replace(self.path)
+        write_atomically(self.path, data.encode())
 
     def step_event(self, event: StepEvent) -> None:
         key = (event.blueprint, event.step)
@@ -106,6 +104,23 @@ class Recorder:
 
     def child_restart(self, event: ChildRestart) -> None:
         pass
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` so that a crash, even ``kill -9`` or a power cut,
+    leaves either the old file or the new one whole: write a temporary file in the same
+    folder, flush it to disk, rename it over `path`, flush the folder."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
 
 
 def read(state_dir: Path) -> dict[str, Any]:

@@ -45,6 +45,7 @@ PUBLIC = {
     "UnknownStepError",
     "hookimpl",
     "logger",
+    "write_atomically",
 }
 
 

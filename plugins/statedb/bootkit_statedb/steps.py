@@ -8,30 +8,23 @@ File format (JSON)::
 from __future__ import annotations
 
 import json
-import os
 import threading
 from pathlib import Path
 from typing import Any, ClassVar
 
-from bootkit import Condition, ConfigError, Context, Settings, Step, StopReason, logger
+from bootkit import (
+    Condition,
+    ConfigError,
+    Context,
+    Settings,
+    Step,
+    StopReason,
+    logger,
+    write_atomically,
+)
 from bootkit_amqp_consumer.state import WorkerState
 
 DEBOUNCE = 0.05  # seconds between a change and its write: a burst of revokes, one write
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Replace `path` with `data` so that a crash leaves the old or the new file whole."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    folder = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)  # the rename itself survives a power cut
-    finally:
-        os.close(folder)
 
 
 def read(path: Path) -> dict[str, Any] | None:

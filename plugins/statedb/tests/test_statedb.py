@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from bootkit import ConfigError
+from bootkit import ConfigError, write_atomically
 from bootkit_amqp_consumer import App, TaskRevokedError
-from bootkit_statedb.steps import read, write_atomically
+from bootkit_statedb.steps import read
 from e2e_support import WAIT, StartWorker, events, stop, wait_for_events, wait_until
 from e2e_tasks import WORK, read_ledger
 
