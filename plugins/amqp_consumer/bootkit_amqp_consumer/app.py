@@ -147,6 +147,8 @@ class App:
     ) -> None:
         self.name = name
         self.tasks: dict[str, Task[Any, Any]] = {}
+        # (name, schedule, task name, args, kwargs): run by bootkit-beat (`bootkit start -B`).
+        self.periodic: list[tuple[str, Any, str, tuple[Any, ...], dict[str, Any]]] = []
         self.default_queue = default_queue
         self._broker = broker
         self._backend_url = result_backend
@@ -223,6 +225,24 @@ class App:
             return task
 
         return register(fn) if fn is not None else register
+
+    def add_periodic_task(
+        self,
+        schedule: Any,
+        task: str | Task[Any, Any],
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        name: str | None = None,
+    ) -> None:
+        """Run `task` on `schedule` when a worker runs beat (``-B``): seconds, an interval
+        string ("30s", "5m"), a cron string ("0 7 * * mon") or ``bootkit_beat.crontab(...)``.
+        `name` (default: the task's name) must be unique among periodic tasks."""
+        task_name = task if isinstance(task, str) else task.name
+        entry_name = name or task_name
+        if any(existing[0] == entry_name for existing in self.periodic):
+            raise ValueError(f"a periodic task named {entry_name!r} exists; pass name=...")
+        self.periodic.append((entry_name, schedule, task_name, tuple(args), dict(kwargs or {})))
 
     def get(self, name: str) -> Task[Any, Any]:
         """Raises: TaskNotRegisteredError."""

@@ -114,7 +114,7 @@ class StartWorker(Protocol):
 
 
 # The worker's own plugins: what `bootkit start` runs by default from this workspace.
-WORKER_PLUGINS = ("amqp", "heartbeat", "gossip", "metrics", "statedb", "autoscale")
+WORKER_PLUGINS = ("amqp", "heartbeat", "gossip", "metrics", "statedb", "autoscale", "beat")
 
 
 def worker_env(
