@@ -113,6 +113,8 @@ class TaskConsumer:
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._stopping = threading.Event()
+        self._post_lock = threading.Lock()
+        self._closed = False
         self._draining = False
         self.channel: Any = None
         self.consumer: Any = None
@@ -183,11 +185,16 @@ class TaskConsumer:
 
     # -- the loop ------------------------------------------------------------------
 
-    def post(self, callback: Callable[[], None]) -> None:
-        """Run `callback` in the loop thread soon; callable from any thread."""
-        self._inbox.put(callback)
-        with contextlib.suppress(BlockingIOError):  # a full pipe: the loop is awake already
-            os.write(self._wake_w, b"x")
+    def post(self, callback: Callable[[], None]) -> bool:
+        """Run `callback` in the loop thread soon; callable from any thread. False once
+        the consumer is closed (its connection is gone): nothing will run it."""
+        with self._post_lock:
+            if self._closed:
+                return False
+            self._inbox.put(callback)
+            with contextlib.suppress(BlockingIOError):  # a full pipe: the loop is awake
+                os.write(self._wake_w, b"x")
+        return True
 
     def run(self) -> None:
         """The loop: wait for broker events or posted callbacks until stopped and drained.
@@ -224,9 +231,11 @@ class TaskConsumer:
     def close(self) -> None:
         with contextlib.suppress(ValueError):
             self.state.on_cold.remove(self.restore_unacked)
-        for fd in (self._wake_r, self._wake_w):
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        with self._post_lock:  # no post may write to a closed (and maybe reused) fd
+            self._closed = True
+            for fd in (self._wake_r, self._wake_w):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
 
     def _begin_drain(self) -> None:
         self._draining = True
@@ -304,6 +313,8 @@ class TaskConsumer:
         acks_late = self.config.acks_late if task.acks_late is None else task.acks_late
         delivery = Delivery(request, message, acks_late)
         self.log.info("task_received", task=request.name, task_id=request.id)
+        if self._seen_before(delivery):
+            return
         self.state.total[request.name] += 1
         if self.events is not None and self.events.task_events:
             self._send_received(request)
@@ -316,6 +327,20 @@ class TaskConsumer:
             return
         self.reserved.append(delivery)
         self._dispatch()
+
+    def _seen_before(self, delivery: Delivery) -> bool:
+        """A redelivery of a task this worker runs or ran (its ack was lost with an
+        earlier connection): wait for that run, or acknowledge it; never run it twice."""
+        request = delivery.request
+        state = self.state.adopt(
+            request.id, lambda outcome: self.post(lambda: self._finished(delivery, outcome))
+        )
+        if state == "done":
+            delivery.message.ack()
+            self.log.info("task_already_done", task=request.name, task_id=request.id)
+        elif state == "running":
+            self.log.info("task_already_running", task=request.name, task_id=request.id)
+        return bool(state)
 
     def _task_event(self, event_type: str, **fields: Any) -> None:
         if self.events is not None and self.events.task_events:
@@ -412,6 +437,7 @@ class TaskConsumer:
             if not delivery.acks_late:
                 delivery.message.ack()
             self.running[request.id] = delivery
+            self.state.began(request.id)
             task = self.app.tasks[request.name]
             job = Job(
                 request.id,
@@ -448,7 +474,11 @@ class TaskConsumer:
                 backend.store_outcome(outcome)
             except Exception:
                 self.log.exception("result_store_failed", task_id=request.id)
-        self.post(lambda: self._finished(delivery, outcome))
+        waiting = self.state.ended(request.id)
+        if not self.post(lambda: self._finished(delivery, outcome)) and waiting is None:
+            self.state.orphaned(request.id)
+        if waiting is not None:
+            waiting(outcome)
 
     def _finished(self, delivery: Delivery, outcome: Outcome) -> None:
         request = delivery.request

@@ -30,7 +30,7 @@ from bootkit_amqp_consumer.errors import (
 from bootkit_amqp_consumer.execution import failure
 from bootkit_amqp_consumer.job import Job, Outcome
 from bootkit_amqp_consumer.pool_child import child_main
-from bootkit_amqp_consumer.pools import Done, Runner
+from bootkit_amqp_consumer.pools import Done, Runner, report_outcome
 
 KillReason = Literal["time_limit", "terminated"]
 
@@ -260,10 +260,7 @@ class ProcessPool:
             with self._lock:
                 reports = self._handle_locked(ready)
             for done, outcome in reports:
-                try:
-                    done(outcome)
-                except Exception:  # the consumer's bug must not stop the pool
-                    logger().exception("pool_done_failed", job_id=outcome.job_id)
+                report_outcome(done, outcome)
 
     def _timeout_locked(self) -> float | None:
         deadlines = [self._respawn_at] if self._respawn_at is not None else []

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable
 from typing import Protocol
 
+from bootkit import logger
 from bootkit_amqp_consumer.job import Job, Outcome
 
 Runner = Callable[[Job], Outcome]
@@ -81,7 +82,7 @@ class SoloPool:
             outcome = self.runner(job)
         finally:
             self._running = None
-        done(outcome)
+        report_outcome(done, outcome)
 
     def stop(self, *, wait: bool = True) -> None:
         pass
@@ -146,7 +147,7 @@ class ThreadPool:
             finally:
                 with self._lock:
                     self._running.pop(ident, None)
-            done(outcome)
+            report_outcome(done, outcome)
 
     def submit(self, job: Job, done: Done) -> None:
         self._queue.put((job, done))
@@ -177,3 +178,11 @@ class ThreadPool:
     def active(self) -> list[str]:
         with self._lock:
             return list(self._running.values())
+
+
+def report_outcome(done: Done, outcome: Outcome) -> None:
+    """Hand `outcome` over; a failing callback is logged and never takes the slot with it."""
+    try:
+        done(outcome)
+    except Exception:
+        logger().exception("pool_done_callback_failed", job_id=outcome.job_id)

@@ -14,6 +14,7 @@ from bootkit_amqp_consumer.clock import LamportClock
 
 REVOKES_MAX = 50_000  # revoked ids kept; the oldest go first (as Celery's default)
 REVOKE_EXPIRES = 10_800.0  # seconds a revoked id is kept (as Celery's default)
+DONE_UNACKED_MAX = 10_000  # finished tasks whose ack was lost, remembered for redelivery
 
 
 RUNTIME_BOUNDS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -58,6 +59,13 @@ class WorkerState:
     started: float = field(default_factory=time.monotonic)
     runtimes: Runtimes = field(default_factory=Runtimes)
     consumer: Any = None  # the TaskConsumer running now; None while reconnecting
+    # Tasks in the pool, by id: None, or the callback of a later delivery of the same
+    # task (redelivered after a reconnect) that waits for this run's outcome instead of
+    # running it again.
+    in_pool: dict[str, Callable[[Any], object] | None] = field(default_factory=dict)
+    # Tasks that ran to the end after the consumer that took them was gone (their ack
+    # went with its connection): their redelivery is acknowledged, not run again.
+    done_unacked: OrderedDict[str, float] = field(default_factory=OrderedDict)
     # Sections other plugins add to `inspect stats` (name -> what to report).
     stats_sections: dict[str, Callable[[], Any]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -72,6 +80,34 @@ class WorkerState:
             self._add(task_id, time.time() if at is None else at)
             self._purge()
         self._changed()
+
+    def began(self, task_id: str) -> None:
+        """`task_id` was handed to the pool."""
+        with self.lock:
+            self.in_pool[task_id] = None
+
+    def ended(self, task_id: str) -> Callable[[Any], object] | None:
+        """`task_id` left the pool; the redelivery waiting for its outcome, if any."""
+        with self.lock:
+            return self.in_pool.pop(task_id, None)
+
+    def orphaned(self, task_id: str) -> None:
+        """`task_id` finished, but its delivery cannot be acknowledged any more."""
+        with self.lock:
+            self.done_unacked[task_id] = time.time()
+            while len(self.done_unacked) > DONE_UNACKED_MAX:
+                self.done_unacked.popitem(last=False)
+
+    def adopt(self, task_id: str, on_outcome: Callable[[Any], object]) -> str:
+        """A delivery of `task_id` arrived: "running" (it is in the pool; `on_outcome`
+        will get the outcome), "done" (it ran to the end already), or "" (run it)."""
+        with self.lock:
+            if task_id in self.in_pool:
+                self.in_pool[task_id] = on_outcome
+                return "running"
+            if self.done_unacked.pop(task_id, None) is not None:
+                return "done"
+            return ""
 
     def is_revoked(self, task_id: str) -> bool:
         with self.lock:

@@ -18,7 +18,7 @@ from bootkit import logger
 class Entry:
     """A scheduled call; `cancel` stops it (and its repeats)."""
 
-    def __init__(self, fn: Callable[[], None], interval: float | None) -> None:
+    def __init__(self, fn: Callable[[], object], interval: float | None) -> None:
         self.fn = fn
         self.interval = interval
         self.cancelled = False
@@ -50,14 +50,14 @@ class Timer:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join()
 
-    def call_at(self, when: float, fn: Callable[[], None]) -> Entry:
+    def call_at(self, when: float, fn: Callable[[], object]) -> Entry:
         """Call `fn` at `when` (a `time.monotonic()` value)."""
         return self._push(when, Entry(fn, None))
 
-    def call_later(self, delay: float, fn: Callable[[], None]) -> Entry:
+    def call_later(self, delay: float, fn: Callable[[], object]) -> Entry:
         return self._push(time.monotonic() + max(0.0, delay), Entry(fn, None))
 
-    def call_repeatedly(self, interval: float, fn: Callable[[], None]) -> Entry:
+    def call_repeatedly(self, interval: float, fn: Callable[[], object]) -> Entry:
         """Call `fn` every `interval` seconds, the first time one interval from now."""
         return self._push(time.monotonic() + interval, Entry(fn, interval))
 
