@@ -215,9 +215,26 @@ class TaskConsumer:
                 self._wait(1.0)
                 self._heartbeat()
         except errors as exc:
+            self._abandon()
             raise BrokerConnectionLostError(f"{type(exc).__name__}: {exc}") from exc
         except OSError as exc:
+            self._abandon()
             raise BrokerConnectionLostError(f"{type(exc).__name__}: {exc}") from exc
+
+    def _abandon(self) -> None:
+        """The connection died: stop taking posts, and remember the tasks that finished
+        but could not be acknowledged, so their redelivery is not run again."""
+        with self._post_lock:
+            self._closed = True
+        while True:
+            try:
+                callback = self._inbox.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(callback, functools.partial) and callback.func == self._finished:
+                delivery, outcome = callback.args
+                if not outcome.lost:
+                    self.state.orphaned(delivery.request.id)
 
     def refill(self) -> None:
         """Hand waiting tasks to free pool slots soon (after the pool grew); any thread."""
@@ -475,7 +492,8 @@ class TaskConsumer:
             except Exception:
                 self.log.exception("result_store_failed", task_id=request.id)
         waiting = self.state.ended(request.id)
-        if not self.post(lambda: self._finished(delivery, outcome)) and waiting is None:
+        finished = functools.partial(self._finished, delivery, outcome)
+        if not self.post(finished) and waiting is None and not outcome.lost:
             self.state.orphaned(request.id)
         if waiting is not None:
             waiting(outcome)

@@ -7,15 +7,20 @@ duplicated starts and completions, and the recovery times it measured.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+import signal
+import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 
 import pytest
+import redis
 
-from e2e_support import VHOST, WAIT, Broker, StartWorker, events, wait_until
+from e2e_support import VHOST, WAIT, Broker, StartWorker, events, launch, stop, wait_until
 from e2e_tasks import read_ledger
 from faults import check, completed, publish
 from tests.support import Service
@@ -78,3 +83,144 @@ def test_b3_connections_closed_three_times_the_worker_reconnects_and_loses_nothi
     assert (report.lost, report.unexpected) == (0, 0)
     assert report.duplicate_completions == 0
     assert max(reconnects) < 2.0, reconnects
+
+
+@pytest.mark.parametrize("broker", ["rabbitmq"], indirect=True)
+def test_b1_rabbitmq_down_ten_seconds_the_worker_recovers_and_loses_nothing(
+    start_worker: StartWorker, broker: Broker, queue: str, ledger: Path
+) -> None:
+    worker = start_worker("--prefetch-multiplier", "1")
+    tags = publish(broker, queue, ledger, 20, 0.3)
+    wait_until(partial(progressed, ledger, 4), "progress before the outage")
+    rabbitmqctl("stop_app")
+    try:
+        wait_until(partial(restarted_or_retrying, worker), "the worker noticing", timeout=15)
+        time.sleep(10)  # the outage itself, not a synchronisation
+    finally:
+        rabbitmqctl("start_app")
+    back = time.monotonic()
+    wait_until(partial(restarted, worker, 1), "the worker consuming again", timeout=15)
+    recovered = time.monotonic() - back
+    wait_until(lambda: completed(ledger, tags) == len(tags), "every task done", timeout=60)
+    report = check(ledger, tags)
+    print("\n" + report.line("B1 RabbitMQ stop_app 10 s", recovery_s=recovered))
+    assert (report.lost, report.duplicate_completions, report.unexpected) == (0, 0, 0)
+    assert recovered < 5.0
+
+
+def restarted_or_retrying(worker: Service) -> bool:
+    return bool(events(worker, "child_restarting"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class PrivateRedis:
+    """A redis-server of the test's own (append-only file on), so restarting it
+    disturbs nobody else and keeps what was written."""
+
+    def __init__(self, folder: Path) -> None:
+        self.port = free_port()
+        self.folder = folder
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        server = shutil.which("redis-server")
+        assert server is not None, "redis-server is needed for the Redis restart row"
+        self.proc = subprocess.Popen(
+            [
+                server,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.folder),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_until(self.answers, f"redis-server on port {self.port}")
+
+    def answers(self) -> bool:
+        try:
+            return bool(redis.Redis(port=self.port, socket_timeout=1).ping())
+        except redis.RedisError:
+            return False
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            with contextlib.suppress(redis.RedisError):
+                redis.Redis(port=self.port, socket_timeout=2).shutdown()
+            self.proc.wait(WAIT)
+            self.proc = None
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    server = PrivateRedis(tmp_path)
+    server.start()
+    yield server
+    if server.proc is not None:
+        server.proc.kill()
+        server.proc.wait(WAIT)
+
+
+def test_b5_redis_restarted_the_worker_recovers_and_loses_nothing(
+    private_redis: PrivateRedis, tmp_path: Path, ledger: Path
+) -> None:
+    broker = Broker("redis", private_redis.url)
+    queue = "faults-redis"
+    with launch(tmp_path, broker, queue, "--prefetch-multiplier", "1") as worker:
+        tags = publish(broker, queue, ledger, 20, 0.3)
+        wait_until(partial(progressed, ledger, 4), "progress before the restart")
+        private_redis.stop()
+        wait_until(partial(restarted_or_retrying, worker), "the worker noticing", timeout=15)
+        private_redis.start()
+        back = time.monotonic()
+        wait_until(partial(restarted, worker, 1), "the worker consuming again", timeout=15)
+        recovered = time.monotonic() - back
+        wait_until(lambda: completed(ledger, tags) == len(tags), "every task done", timeout=60)
+        report = check(ledger, tags)
+        print("\n" + report.line("B5 Redis restart", recovery_s=recovered))
+        assert stop(worker) == 0
+    assert (report.lost, report.duplicate_completions, report.unexpected) == (0, 0, 0)
+    assert recovered < 5.0
+
+
+@pytest.mark.parametrize("broker", ["rabbitmq"], indirect=True)
+def test_p5_p6_warm_then_cold_shutdown_lose_nothing(
+    start_worker: StartWorker, broker: Broker, queue: str, ledger: Path
+) -> None:
+    warm = start_worker("--prefetch-multiplier", "1")  # declares the queue
+    tags = publish(broker, queue, ledger, 12, 1.0)
+    wait_until(partial(progressed, ledger, 2), "two tasks running")
+    running = starts(ledger)
+    warm.signal(signal.SIGTERM)
+    assert warm.wait(WAIT) == 0
+    assert completed(ledger, tags) >= running  # what ran, finished
+
+    cold = start_worker("--prefetch-multiplier", "1", pool="prefork")
+    wait_until(partial(progressed, ledger, running + 2), "two more running")
+    cold.signal(signal.SIGTERM)
+    cold.wait_for_event("consumer_draining", timeout=WAIT)
+    cold.signal(signal.SIGTERM)
+    assert cold.wait(WAIT) == 3
+
+    start_worker("--prefetch-multiplier", "1")
+    wait_until(lambda: completed(ledger, tags) == len(tags), "every task done", timeout=60)
+    report = check(ledger, tags)
+    print("\n" + report.line("P5/P6 warm, then cold shutdown"))
+    assert (report.lost, report.duplicate_completions, report.unexpected) == (0, 0, 0)
+    assert report.duplicate_starts <= 2  # the two the cold shutdown cut short
