@@ -69,10 +69,10 @@ def completed(ledger: Path, tags: list[str]) -> int:
 
 
 def check(ledger: Path, tags: list[str]) -> Report:
-    entries = read_ledger(ledger)
-    starts = Counter(e.tag for e in entries if e.event == "start")
-    dones = Counter(e.tag for e in entries if e.event == "done")
     published = set(tags)
+    entries = read_ledger(ledger)
+    starts = Counter(e.tag for e in entries if e.event == "start" and e.tag in published)
+    dones = Counter(e.tag for e in entries if e.event == "done")
     return Report(
         published=len(tags),
         completed=len(set(dones) & published),

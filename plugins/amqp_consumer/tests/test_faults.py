@@ -8,6 +8,7 @@ duplicated starts and completions, and the recovery times it measured.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import signal
 import socket
@@ -20,8 +21,9 @@ from pathlib import Path
 import pytest
 import redis
 
+from bootkit_amqp_consumer import App, WorkerLostError
 from e2e_support import VHOST, WAIT, Broker, StartWorker, events, launch, stop, wait_until
-from e2e_tasks import read_ledger
+from e2e_tasks import EXIT_PROCESS, Entry, read_ledger
 from faults import check, completed, publish
 from tests.support import Service
 
@@ -224,3 +226,39 @@ def test_p5_p6_warm_then_cold_shutdown_lose_nothing(
     print("\n" + report.line("P5/P6 warm, then cold shutdown"))
     assert (report.lost, report.duplicate_completions, report.unexpected) == (0, 0, 0)
     assert report.duplicate_starts <= 2  # the two the cold shutdown cut short
+
+
+@pytest.mark.parametrize("broker", ["rabbitmq"], indirect=True)
+def test_p3_killed_pool_child_and_a_poison_task_lose_nothing_and_do_not_loop(
+    start_worker: StartWorker, broker: Broker, queue: str, ledger: Path, client: App
+) -> None:
+    worker = start_worker("--prefetch-multiplier", "1", "--max-redeliveries", "2", pool="prefork")
+    tags = publish(broker, queue, ledger, 10, 0.5)
+    poison = client.send_task(EXIT_PROCESS, [str(ledger), "poison"])
+    (victim,) = wait_until(partial(first_start, ledger), "a task running in a child")
+    os.kill(victim.pid, signal.SIGKILL)
+    killed = time.monotonic()
+    wait_until(lambda: completed(ledger, tags) == len(tags), "every task done", timeout=60)
+    with pytest.raises(WorkerLostError):
+        poison.get(timeout=WAIT)
+    report = check(ledger, tags)
+    deliveries = sum(1 for e in read_ledger(ledger) if e.tag == "poison")
+    print(
+        "\n"
+        + report.line(
+            "P3 pool child SIGKILL + os._exit poison",
+            drain_s=time.monotonic() - killed,
+            poison_runs=deliveries,
+        )
+    )
+    assert (report.lost, report.duplicate_completions, report.unexpected) == (0, 0, 0)
+    assert report.duplicate_starts == 1  # the killed one, run again
+    assert deliveries == 3  # the first run and two redeliveries, then rejected
+    assert len(events(worker, "task_lost", task_id=poison.id)) == 3
+    assert broker.depth(queue) == 0
+    secrets = [line for line in worker.lines if ":guest@" in line]
+    assert secrets == []  # S4: the broker password never reaches the log
+
+
+def first_start(ledger: Path) -> list[Entry]:
+    return [e for e in read_ledger(ledger) if e.event == "start" and e.tag != "poison"][:1]
