@@ -70,6 +70,16 @@ OPTIONS = [
     ),
 ]
 
+OPTIONS.append(
+    Option(
+        "broker_heartbeat",
+        "AMQP heartbeat in seconds: a silent broker is noticed within about twice this; 0 turns it off.",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+    )
+)
+
 DESTRUCTIVE = (
     "shutdown",
     "terminate",
@@ -126,6 +136,7 @@ class WorkerConfig:
     state_dir: Path
     task_events: bool = False
     control_allow: frozenset[str] = frozenset()
+    broker_heartbeat: float = 10.0
 
     @property
     def prefetch_count(self) -> int:
@@ -174,6 +185,7 @@ class WorkerConfig:
             state_dir=settings.state_dir,
             task_events=bool(settings.option("task_events", False)),
             control_allow=control_allow(settings.option("control_allow", ())),
+            broker_heartbeat=float(settings.option("broker_heartbeat", 10.0)),
         )
 
 

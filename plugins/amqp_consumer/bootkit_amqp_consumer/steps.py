@@ -151,7 +151,7 @@ class ConnectionStep(Step):
         config = ctx.get(WorkerConfig)
         self.conn = KombuConnection(
             config.broker,
-            heartbeat=10,
+            heartbeat=config.broker_heartbeat or None,
             transport_options=config.transport_options,
             connect_timeout=4,
         )

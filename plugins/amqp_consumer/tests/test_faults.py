@@ -262,3 +262,38 @@ def test_p3_killed_pool_child_and_a_poison_task_lose_nothing_and_do_not_loop(
 
 def first_start(ledger: Path) -> list[Entry]:
     return [e for e in read_ledger(ledger) if e.event == "start" and e.tag != "poison"][:1]
+
+
+def rabbitmq_pid() -> int:
+    found = subprocess.run(
+        ["pgrep", "-u", "rabbitmq", "-f", "beam.smp"], capture_output=True, text=True, timeout=10
+    )
+    pids = found.stdout.split()
+    assert len(pids) == 1, f"expected one RabbitMQ VM, found {pids}"
+    return int(pids[0])
+
+
+@pytest.mark.parametrize("broker", ["rabbitmq"], indirect=True)
+def test_b6_frozen_broker_is_noticed_within_the_heartbeat_bound_and_survived(
+    start_worker: StartWorker, broker: Broker, queue: str, ledger: Path
+) -> None:
+    heartbeat = 2.0
+    worker = start_worker("--prefetch-multiplier", "1", "--broker-heartbeat", str(heartbeat))
+    tags = publish(broker, queue, ledger, 20, 0.3)
+    wait_until(partial(progressed, ledger, 4), "progress before the freeze")
+    pid = rabbitmq_pid()
+    os.kill(pid, signal.SIGSTOP)
+    frozen = time.monotonic()
+    try:
+        wait_until(partial(restarted_or_retrying, worker), "the worker noticing", timeout=15)
+        detected = time.monotonic() - frozen
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    resumed = time.monotonic()
+    wait_until(partial(restarted, worker, 1), "the worker consuming again", timeout=30)
+    recovered = time.monotonic() - resumed
+    wait_until(lambda: completed(ledger, tags) == len(tags), "every task done", timeout=60)
+    report = check(ledger, tags)
+    print("\n" + report.line("B6 broker SIGSTOP", detect_s=detected, recovery_s=recovered))
+    assert (report.lost, report.duplicate_completions, report.unexpected) == (0, 0, 0)
+    assert detected <= 2.5 * heartbeat + 1.0  # two missed beats, checked once a second
