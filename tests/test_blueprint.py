@@ -307,6 +307,7 @@ def test_failed_start_stops_started_steps_once_each_in_reverse(k: int, settings:
     assert kernel.blueprints[0].state is State.FAILED
 
 
+@pytest.mark.reliability  # L-rows of docs/reliability.md
 @pytest.mark.parametrize("k", range(1, N + 1))
 def test_start_error_names_failing_step_cause_and_rollback(k: int, settings: Settings) -> None:
     kernel = Kernel(plan_of(*chain(Journal(), N, fail_at=k), settings=settings), settings)
@@ -363,6 +364,7 @@ def test_failed_start_ends_in_failed_state_carrying_the_error(settings: Settings
     assert failed[0].error is caught.value
 
 
+@pytest.mark.reliability  # L-rows of docs/reliability.md
 def test_start_past_start_timeout_rolls_back_and_stops_the_late_step(settings: Settings) -> None:
     journal = Journal()
     stopped = threading.Event()
@@ -406,6 +408,7 @@ def test_start_past_start_timeout_rolls_back_and_stops_the_late_step(settings: S
 # -- stop -------------------------------------------------------------------------
 
 
+@pytest.mark.reliability  # L-rows of docs/reliability.md
 def test_stop_that_raises_is_reported_and_the_others_still_stop(settings: Settings) -> None:
     journal = Journal()
 
@@ -431,6 +434,7 @@ def test_stop_that_raises_is_reported_and_the_others_still_stop(settings: Settin
     assert blueprint.state is State.STOPPED
 
 
+@pytest.mark.reliability  # L-rows of docs/reliability.md
 def test_stop_that_hangs_past_stop_timeout_is_left_behind(settings: Settings) -> None:
     journal = Journal()
     release = threading.Event()
@@ -729,6 +733,7 @@ def test_fault_in_a_top_level_blueprint_wakes_kernel_wait(settings: Settings) ->
         assert kernel.fault.blueprint == "app"
 
 
+@pytest.mark.reliability  # L-rows of docs/reliability.md
 def test_fault_makes_kernel_run_stop_and_return_exit_status_1(settings: Settings) -> None:
     journal = Journal()
     mailbox = Mailbox()

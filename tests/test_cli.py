@@ -463,6 +463,7 @@ def test_start_runs_until_sigterm_and_stops_in_reverse(
     assert [s["step"] for s in timings["shutdown"]["steps"]] == ["life.c", "life.b", "life.a"]
 
 
+@pytest.mark.reliability  # L-rows of docs/reliability.md
 def test_start_failure_is_one_error_line_naming_step_and_rollback(
     start: Callable[..., Service], tmp_path: Path
 ) -> None:
@@ -478,6 +479,7 @@ def test_start_failure_is_one_error_line_naming_step_and_rollback(
     assert trace == ["start life.a", "start life.b", "stop life.b rollback", "stop life.a rollback"]
 
 
+@pytest.mark.reliability  # L-rows of docs/reliability.md
 def test_second_sigterm_during_a_hanging_stop_exits_3(
     start: Callable[..., Service], tmp_path: Path
 ) -> None:

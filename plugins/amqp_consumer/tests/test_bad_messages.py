@@ -17,12 +17,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from bootkit_amqp_consumer import App
 from bootkit_amqp_consumer.protocol import build
 from e2e_support import RESULTS_URL, WAIT, Broker, launch, stop, unique
 from e2e_tasks import ADD, make_app
 from tests.support import Service
+
+pytestmark = pytest.mark.reliability  # the M and S rows of docs/reliability.md
 
 MAX_SIZE = 2048  # --max-message-size of the module's worker
 JSON = "application/json"
@@ -61,6 +65,8 @@ SHAPES = {
     "timelimit is text": (Shape(BODY, headers(timelimit="y")), "bad_header"),
     "id is a number": (Shape(BODY, headers(id=3)), "bad_header"),
     "empty body": (Shape(b""), "bad_body"),
+    "wrong content type": (Shape(BODY, content_type="text/plain"), "content_type_refused"),
+    "base64 garbage": (Shape(b"%%not*base64%%", content_encoding="base64"), "undecodable"),
     "oversize": (Shape(json.dumps([["x" * MAX_SIZE], {}, {}]).encode()), "oversize"),
 }
 
@@ -158,3 +164,36 @@ def test_pickle_is_refused_without_being_decoded(target: Target, tmp_path: Path)
     assert not canary.exists()
     assert target.worker.proc.poll() is None
     assert target.broker.depth(target.queue) == 0
+
+
+CONTENT_TYPES = st.sampled_from(
+    [JSON, "application/x-yaml", "application/x-msgpack", "text/plain", "", None]
+)
+INT64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)  # what AMQP headers carry
+HEADER_VALUES = st.one_of(st.none(), INT64, st.text(max_size=20), st.lists(INT64, max_size=3))
+HEADERS = st.one_of(
+    st.none(),
+    st.dictionaries(
+        st.sampled_from(["task", "id", "retries", "eta", "expires", "timelimit", "argsrepr"]),
+        HEADER_VALUES,
+        max_size=6,
+    ),
+)
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    body=st.one_of(st.binary(max_size=300), st.text(max_size=200).map(str.encode)),
+    content_type=CONTENT_TYPES,
+    headers=HEADERS,
+)
+def test_any_malformed_message_is_rejected_once_and_good_tasks_flow(
+    target: Target, body: bytes, content_type: str | None, headers: dict[str, Any] | None
+) -> None:
+    logged = publish_then_a_good_task(
+        target, Shape(body, headers=headers, content_type=content_type)
+    )
+    assert len([e for e in logged if e["event"] == "message_rejected"]) == 1
+    assert target.worker.proc.poll() is None

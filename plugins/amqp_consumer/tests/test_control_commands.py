@@ -20,6 +20,8 @@ from bootkit_amqp_consumer.ratelimit import TokenBucket, parse_rate
 from e2e_support import WAIT, Broker, StartWorker, events, stop, unique, wait_until, worker_env
 from e2e_tasks import WORK, read_ledger
 
+pytestmark = pytest.mark.reliability  # the M and S rows of docs/reliability.md
+
 GATED: dict[str, dict[str, Any]] = {
     "shutdown": {},
     "pool_grow": {"n": 1},

@@ -23,7 +23,7 @@ import redis
 
 from bootkit_amqp_consumer import App, WorkerLostError
 from e2e_support import VHOST, WAIT, Broker, StartWorker, events, launch, stop, wait_until
-from e2e_tasks import EXIT_PROCESS, Entry, read_ledger
+from e2e_tasks import EXIT_PROCESS, WORK_LATE, Entry, read_ledger
 from faults import check, completed, publish
 from tests.support import Service
 
@@ -68,7 +68,7 @@ def test_p1_worker_killed_mid_run_with_late_acks_loses_nothing(
 
 @pytest.mark.parametrize("broker", ["rabbitmq"], indirect=True)
 def test_b3_connections_closed_three_times_the_worker_reconnects_and_loses_nothing(
-    start_worker: StartWorker, broker: Broker, queue: str, ledger: Path
+    start_worker: StartWorker, broker: Broker, queue: str, ledger: Path, client: App
 ) -> None:
     worker = start_worker("--prefetch-multiplier", "1")
     tags = publish(broker, queue, ledger, 30, 0.3)
@@ -81,6 +81,9 @@ def test_b3_connections_closed_three_times_the_worker_reconnects_and_loses_nothi
         reconnects.append(time.monotonic() - cut)
     wait_until(lambda: completed(ledger, tags) == len(tags), "every task done", timeout=60)
     report = check(ledger, tags)
+    # The worker blueprint's timer (it holds ETA tasks) still fires after the reconnects.
+    later = client.send_task(WORK_LATE, [str(ledger), "eta-after", 0.0], countdown=0.5)
+    assert later.get(timeout=WAIT) == "eta-after"
     print("\n" + report.line("B3 close_all_connections x3", reconnect_max_s=max(reconnects)))
     assert (report.lost, report.unexpected) == (0, 0)
     assert report.duplicate_completions == 0
