@@ -14,6 +14,7 @@ from pathlib import Path
 
 PEER_VENV = Path(tempfile.gettempdir()) / "bootkit-bench-peers"
 CELERY = "celery==5.7.0"
+PEERS = (CELERY, "dramatiq[rabbitmq,redis]>=2,<3", "redis>=5")
 
 
 def run(
@@ -31,16 +32,16 @@ def run(
 
 
 def peer_python() -> Path:
-    """The peer venv's python with Celery installed, created on first use."""
+    """The peer venv's python with Celery and Dramatiq installed, created on first use."""
     python = PEER_VENV / "bin" / "python"
-    if not (PEER_VENV / "bin" / "celery").exists():
+    if not all((PEER_VENV / "bin" / tool).exists() for tool in ("celery", "dramatiq")):
         uv = shutil.which("uv")
         if uv is None:
-            raise SystemExit("uv is not on PATH; it creates the venv for the Celery peer")
+            raise SystemExit("uv is not on PATH; it creates the venv for the peers")
         base = os.path.realpath(sys.executable)  # the interpreter behind bootkit's venv
-        print(f"creating {PEER_VENV} with {CELERY} (once)", file=sys.stderr)
+        print(f"creating {PEER_VENV} with {', '.join(PEERS)} (once)", file=sys.stderr)
         run([uv, "venv", "--quiet", "--allow-existing", str(PEER_VENV), "--python", base])
-        run([uv, "pip", "install", "--quiet", "--python", str(python), CELERY])
+        run([uv, "pip", "install", "--quiet", "--python", str(python), *PEERS])
     return python
 
 

@@ -1,18 +1,21 @@
 """Worker throughput: N pre-published no-op tasks (each increments a Redis counter),
-drained by a `bootkit start` subprocess, for each pool kind.
+drained by bootkit, Celery 5.7, Dramatiq 2 and a plain kombu consume+ack loop, in
+rounds that alternate them, so drift hits all alike.
 
-    uv run --no-sync python bench/throughput.py [--n 20000] [--broker amqp://...] [--rounds 1]
+    uv run --no-sync python bench/throughput.py [--n 20000] [--rounds 3] [--broker URL]
 
-The clock runs from the worker's `kernel_ready` event to the counter reaching N, so
-boot time and publishing are not counted. Needs RabbitMQ (or the broker given) and
-Redis on 127.0.0.1:6379 (db 12 holds the counter).
+Each variant gets its own queue, filled before it starts; the clock runs from the
+first task done to the N-th (the counter shows both), so boot and publishing are not
+counted. Pools at matched concurrency: solo (1), threads (2), prefork (2) for bootkit
+and Celery; Dramatiq 1 process x 1 thread and 2 processes x 1 thread; kombu one
+consumer with the same prefetch as bootkit's solo pool (4). Needs the broker and
+Redis on 127.0.0.1:6379 (db 12 holds the counters). Peers run from their own venv.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import statistics
@@ -21,16 +24,21 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import redis
 from kombu.connection import Connection
+from peers import PEER_VENV, compile_all, peer_python, run, version
 
 from bootkit_amqp_consumer.protocol import build
 
 REPO = Path(__file__).resolve().parents[1]
 COUNTER_DB = "redis://127.0.0.1:6379/12"
-TASKS = """
+DEADLINE = 600.0  # seconds one variant may take before the run counts as failed
+
+BOOTKIT_TASKS = """
 import redis
 from bootkit_amqp_consumer import App
 
@@ -43,10 +51,92 @@ def noop(key):
     _counter.incr(key)
 """
 
+CELERY_TASKS = """
+import redis
+from celery import Celery
 
-def publish(broker: str, queue: str, n: int, key: str) -> float:
-    """Publish `n` bench.noop messages to `queue`; return the seconds it took."""
-    began = time.perf_counter()
+app = Celery("bench")
+app.conf.task_ignore_result = True
+_counter = redis.Redis.from_url("{db}")
+
+
+@app.task(name="bench.noop", ignore_result=True)
+def noop(key):
+    _counter.incr(key)
+"""
+
+DRAMATIQ_TASKS = """
+import os
+
+import dramatiq
+import redis
+
+url = os.environ["BENCH_BROKER"]
+if url.startswith("redis"):
+    from dramatiq.brokers.redis import RedisBroker
+    dramatiq.set_broker(RedisBroker(url=url))
+else:
+    from dramatiq.brokers.rabbitmq import RabbitmqBroker
+    if url.endswith("//"):  # kombu's spelling of vhost "/"; pika wants it quoted
+        url = url[:-1] + "%2F"
+    dramatiq.set_broker(RabbitmqBroker(url=url))
+_counter = redis.Redis.from_url("{db}")
+
+
+@dramatiq.actor(queue_name=os.environ["BENCH_QUEUE"], max_retries=0)
+def noop(key):
+    _counter.incr(key)
+
+
+if __name__ == "__main__":
+    import sys
+
+    for _ in range(int(sys.argv[1])):
+        noop.send(sys.argv[2])
+    dramatiq.get_broker().close()
+"""
+
+KOMBU_LOOP = """
+import sys
+
+import redis
+from kombu.connection import Connection
+from kombu.entity import Queue
+from kombu.messaging import Consumer
+
+broker, queue, key, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+counter = redis.Redis.from_url("{db}")
+done = 0
+
+
+def on_message(message):
+    global done
+    counter.incr(key)
+    message.ack()
+    done += 1
+
+
+with Connection(broker) as conn:
+    channel = conn.channel()
+    channel.basic_qos(0, 4, False)
+    consumer = Consumer(channel, [Queue(queue, no_declare=True)], on_message=on_message)
+    consumer.consume()
+    while done < n:
+        conn.drain_events(timeout=30)
+"""
+
+
+@dataclass
+class Variant:
+    label: str
+    peer: str  # what it is compared with: "celery", "dramatiq" or "kombu"; "" for peers
+    start: Callable[[str, str, Path], subprocess.Popen[bytes]]  # (queue, key, folder)
+    publish: Callable[[str, str, int, Path], None]  # (queue, key, n, folder)
+    rates: list[float]
+
+
+def publish_celery(broker: str, queue: str, key: str, n: int) -> None:
+    """`n` protocol-2 bench.noop messages, which bootkit and Celery both read."""
     with Connection(broker) as conn:
         channel = conn.channel()
         channel.queue_declare(queue=queue, durable=True, auto_delete=False)
@@ -61,74 +151,187 @@ def publish(broker: str, queue: str, n: int, key: str) -> float:
                 headers=message.headers,
                 **message.properties,
             )
-    return time.perf_counter() - began
 
 
-def run_worker(broker: str, pool: str, concurrency: int, n: int, folder: Path) -> float:
-    """Drain `n` tasks with one worker; return tasks per second."""
+def drain(proc: subprocess.Popen[bytes], key: str, n: int) -> float:
+    """Tasks per second from the first done to the n-th; raises if the worker fails."""
+    counter = redis.Redis.from_url(COUNTER_DB)
+    deadline = time.monotonic() + DEADLINE
+    while int(counter.get(key) or 0) == 0:
+        if time.monotonic() > deadline or proc.poll() is not None:
+            raise RuntimeError(f"the worker did not start consuming (exit {proc.poll()})")
+        time.sleep(0.001)
+    began, first = time.perf_counter(), int(counter.get(key) or 0)
+    while (done := int(counter.get(key) or 0)) < n:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only {done} of {n} tasks done")
+        time.sleep(0.005)
+    return (n - first) / (time.perf_counter() - began)
+
+
+def variants(broker: str, n: int, peer: Path) -> list[Variant]:
+    def spawn(args: list[str], environment: dict[str, str]) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            args, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+
+    def env(folder: Path, **extra: str) -> dict[str, str]:
+        base = {k: v for k, v in os.environ.items() if not k.startswith("BOOTKIT_")}
+        base.pop("PYTHONDONTWRITEBYTECODE", None)
+        return {**base, "PYTHONPATH": str(folder), "BOOTKIT_STATE_DIR": str(folder / "s"), **extra}
+
+    def bootkit(pool: str, c: int) -> Callable[[str, str, Path], subprocess.Popen[bytes]]:
+        def start(queue: str, key: str, folder: Path) -> subprocess.Popen[bytes]:
+            args = [sys.executable, "-m", "bootkit", "--loglevel", "warning", "start"]
+            args += ["-A", "bench_bootkit:app", "-P", pool, "-c", str(c), "-Q", queue, "-b", broker]
+            return spawn(args, env(folder))
+
+        return start
+
+    def celery(pool: str, c: int) -> Callable[[str, str, Path], subprocess.Popen[bytes]]:
+        def start(queue: str, key: str, folder: Path) -> subprocess.Popen[bytes]:
+            args = [str(PEER_VENV / "bin" / "celery"), "-A", "bench_celery", "-b", broker]
+            args += ["worker", "-P", pool, "-c", str(c), "-Q", queue, "-l", "warning"]
+            args += ["-n", f"bench-{uuid.uuid4().hex[:6]}@bench"]
+            return spawn(args, env(folder))
+
+        return start
+
+    def dramatiq(processes: int) -> Callable[[str, str, Path], subprocess.Popen[bytes]]:
+        def start(queue: str, key: str, folder: Path) -> subprocess.Popen[bytes]:
+            args = [str(PEER_VENV / "bin" / "dramatiq"), "bench_dramatiq"]
+            args += ["-p", str(processes), "-t", "1", "-Q", queue]
+            extra = {"BENCH_BROKER": broker, "BENCH_QUEUE": queue}
+            return spawn(args, env(folder, **extra))
+
+        return start
+
+    def kombu(queue: str, key: str, folder: Path) -> subprocess.Popen[bytes]:
+        args = [sys.executable, str(folder / "bench_kombu.py"), broker, queue, key, str(n)]
+        return spawn(args, env(folder))
+
+    def celery_messages(queue: str, key: str, count: int, folder: Path) -> None:
+        publish_celery(broker, queue, key, count)
+
+    def dramatiq_messages(queue: str, key: str, count: int, folder: Path) -> None:
+        extra = {"BENCH_BROKER": broker, "BENCH_QUEUE": queue}
+        run(
+            [str(peer), str(folder / "bench_dramatiq.py"), str(count), key],
+            env=env(folder, **extra),
+            cwd=folder,
+        )
+
+    rows: list[Variant] = []
+    for pool, c in (("solo", 1), ("threads", 2), ("prefork", 2)):
+        rows.append(
+            Variant(f"bootkit {pool} -c {c}", "celery", bootkit(pool, c), celery_messages, [])
+        )
+        rows.append(Variant(f"celery {pool} -c {c}", "", celery(pool, c), celery_messages, []))
+    rows.append(Variant("dramatiq -p 1 -t 1", "", dramatiq(1), dramatiq_messages, []))
+    rows.append(Variant("dramatiq -p 2 -t 1", "", dramatiq(2), dramatiq_messages, []))
+    rows.append(Variant("kombu consume+ack loop", "", kombu, celery_messages, []))
+    return rows
+
+
+def measure(variant: Variant, broker: str, n: int, folder: Path) -> float:
     queue = f"bench-{uuid.uuid4().hex[:8]}"
     key = f"bench:{queue}"
-    counter = redis.Redis.from_url(COUNTER_DB)
-    publish(broker, queue, n, key)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BOOTKIT_")}
-    env["PYTHONPATH"] = str(folder)
-    env["BOOTKIT_STATE_DIR"] = str(folder / "state")
-    args = [sys.executable, "-m", "bootkit", "--loglevel", "warning", "--log-format", "json"]
-    args += ["start", "-A", "bench_tasks:app", "-P", pool, "-c", str(concurrency), "-Q", queue]
-    args += ["--broker", broker, "--result-backend", COUNTER_DB]
-    proc = subprocess.Popen(args, env=env, stderr=subprocess.PIPE, text=True)
+    variant.publish(queue, key, n, folder)
+    proc = variant.start(queue, key, folder)
     try:
-        # At warning level the worker prints nothing when all is well; its ready moment
-        # is when the first task lands, which the counter shows.
-        deadline = time.monotonic() + 120
-        while int(counter.get(key) or 0) == 0:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError(f"worker did not start consuming: {proc.poll()}")
-            time.sleep(0.001)
-        began, first = time.perf_counter(), int(counter.get(key) or 0)
-        while (done := int(counter.get(key) or 0)) < n:
-            if time.monotonic() > deadline + 600:
-                raise RuntimeError(f"only {done} of {n} tasks done")
-            time.sleep(0.005)
-        return (n - first) / (time.perf_counter() - began)
+        return drain(proc, key, n)
     finally:
         proc.terminate()
-        proc.wait(timeout=60)
-        counter.delete(key)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=30)
+        redis.Redis.from_url(COUNTER_DB).delete(key)
         with Connection(broker) as conn:
             conn.channel().queue_delete(queue)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--n", type=int, default=20_000)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--broker", default="amqp://guest:guest@127.0.0.1:5672//")
-    parser.add_argument("--rounds", type=int, default=1)
-    parser.add_argument("--concurrency", type=int, default=2)
     options = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
+    peer = peer_python()
+    compile_all(Path(sys.executable), REPO / "bootkit", REPO / "plugins")
+    compile_all(peer, PEER_VENV / "lib")
+    with tempfile.TemporaryDirectory(prefix="bootkit-bench-tp-") as tmp:
         folder = Path(tmp)
-        (folder / "bench_tasks.py").write_text(TASKS.format(db=COUNTER_DB))
-        print("bootkit worker throughput")
-        print(f"date:     {datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds')}")
-        print(f"machine:  nproc={os.cpu_count()}, {platform.machine()}, load {os.getloadavg()}")
-        print(f"python:   {platform.python_implementation()} {platform.python_version()}")
-        print(f"broker:   {options.broker}; N={options.n}; counter in {COUNTER_DB}")
-        print(f"command:  python bench/throughput.py {' '.join(sys.argv[1:])}")
-        results: dict[str, list[float]] = {}
+        for name, text in (
+            ("bench_bootkit.py", BOOTKIT_TASKS),
+            ("bench_celery.py", CELERY_TASKS),
+            ("bench_dramatiq.py", DRAMATIQ_TASKS),
+            ("bench_kombu.py", KOMBU_LOOP),
+        ):
+            (folder / name).write_text(text.replace("{db}", COUNTER_DB), encoding="utf-8")
+        rows = variants(options.broker, options.n, peer)
         for _ in range(options.rounds):
-            for pool, concurrency in (
-                ("solo", 1),
-                ("threads", options.concurrency),
-                ("prefork", options.concurrency),
-            ):
-                label = f"{pool} -c {concurrency}"
-                rate = run_worker(options.broker, pool, concurrency, options.n, folder)
-                results.setdefault(label, []).append(rate)
-                print(f"  {label:<14} {rate:8.0f} tasks/s", flush=True)
+            for variant in rows:
+                try:
+                    variant.rates.append(measure(variant, options.broker, options.n, folder))
+                except RuntimeError as exc:
+                    print(f"  {variant.label}: failed: {exc}", file=sys.stderr)
+    report(rows, options, peer)
+
+
+def report(rows: list[Variant], options: argparse.Namespace, peer: Path) -> None:
+    def median(label: str) -> float:
+        found = next(r for r in rows if r.label == label)
+        return statistics.median(found.rates) if found.rates else 0.0
+
+    versions = run(
+        [
+            str(peer),
+            "-c",
+            "import celery, dramatiq; print(celery.__version__, dramatiq.__version__)",
+        ]
+    )
+    celery_version, dramatiq_version = versions.stdout.split()
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"# worker throughput, {datetime.date.today()}")
+    print(f"machine: {os.cpu_count()} cores, load {load}; Python {platform.python_version()}")
+    print(
+        f"bootkit-amqp-consumer {version('bootkit-amqp-consumer')}, celery {celery_version}, dramatiq {dramatiq_version}"
+    )
+    print(f"broker: {options.broker}; N={options.n}; rounds: {options.rounds}")
+    print(
+        f"command: uv run --no-sync python bench/throughput.py --n {options.n} --rounds {options.rounds} --broker {options.broker}"
+    )
+    print()
+    print("| variant | tasks/s median | min-max | bootkit/peer |")
+    print("|---|---|---|---|")
+    kombu = median("kombu consume+ack loop")
+    best_dramatiq = max(median("dramatiq -p 1 -t 1"), median("dramatiq -p 2 -t 1"))
+    for row in rows:
+        rates = row.rates or [0.0]
+        ratio = ""
+        if row.peer == "celery":
+            theirs = median(row.label.replace("bootkit", "celery"))
+            ours = statistics.median(rates)
+            ratio = (
+                f"{ours / theirs:.2f} x celery, {ours / best_dramatiq:.2f} x best dramatiq, "
+                f"{ours / kombu:.2f} x kombu"
+                if theirs and best_dramatiq and kombu
+                else "n/a"
+            )
         print(
-            "median tasks/s:",
-            json.dumps({k: round(statistics.median(v)) for k, v in results.items()}),
+            f"| {row.label} | {statistics.median(rates):.0f} | {min(rates):.0f}-{max(rates):.0f} | {ratio} |"
+        )
+    print()
+    for row in rows:
+        if row.peer != "celery":
+            continue
+        ours = median(row.label)
+        theirs = median(row.label.replace("bootkit", "celery"))
+        met = ours >= 2 * theirs and ours > best_dramatiq and ours >= 0.6 * kombu
+        print(
+            f"target for {row.label} (>= 2x celery, > best dramatiq, >= 60% kombu): {'met' if met else 'NOT met'}"
         )
 
 
