@@ -13,8 +13,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 PEER_VENV = Path(tempfile.gettempdir()) / "bootkit-bench-peers"
-CELERY = "celery==5.7.0"
+CELERY = "celery[redis]==5.7.0"  # the extra brings what kombu's Redis transport imports
 PEERS = (CELERY, "dramatiq[rabbitmq,redis]>=2,<3", "redis>=5")
+STAMP = PEER_VENV / "bootkit-bench-peers.txt"  # the PEERS it was made with
 
 
 def run(
@@ -34,14 +35,16 @@ def run(
 def peer_python() -> Path:
     """The peer venv's python with Celery and Dramatiq installed, created on first use."""
     python = PEER_VENV / "bin" / "python"
-    if not all((PEER_VENV / "bin" / tool).exists() for tool in ("celery", "dramatiq")):
+    stamp = STAMP.read_text(encoding="utf-8") if STAMP.exists() else ""
+    if stamp != "\n".join(PEERS) or not python.exists():
         uv = shutil.which("uv")
         if uv is None:
             raise SystemExit("uv is not on PATH; it creates the venv for the peers")
         base = os.path.realpath(sys.executable)  # the interpreter behind bootkit's venv
-        print(f"creating {PEER_VENV} with {', '.join(PEERS)} (once)", file=sys.stderr)
+        print(f"making {PEER_VENV} with {', '.join(PEERS)} (once)", file=sys.stderr)
         run([uv, "venv", "--quiet", "--allow-existing", str(PEER_VENV), "--python", base])
         run([uv, "pip", "install", "--quiet", "--python", str(python), *PEERS])
+        STAMP.write_text("\n".join(PEERS), encoding="utf-8")
     return python
 
 
