@@ -192,7 +192,8 @@ def _start(session: Session, params: dict[str, Any]) -> None:
 
     settings = session.settings(params)
     plan = session.plan(settings)
-    readiness = Readiness(plan, settings.state_dir)
+    # Told to the service manager (NOTIFY_SOCKET) and kept for `bootkit status`.
+    readiness = Readiness.from_env(plan, settings.state_dir, session.sources.env)
     kernel = Kernel(
         plan,
         settings,
@@ -202,6 +203,7 @@ def _start(session: Session, params: dict[str, Any]) -> None:
     _watch_signals(
         kernel, lambda: session.plugins.manager.hook.bootkit_cold_shutdown(kernel=kernel)
     )
+    readiness.kernel_starting()
     try:
         status = kernel.run()
     finally:
@@ -278,7 +280,7 @@ def _blame(shutdown: bool, as_json: bool, node: str | None) -> None:
 
     phase = _phase(shutdown, node)
     if as_json:
-        click.echo(analyze.as_json([(0, t) for t in analyze.blame(phase)]))
+        click.echo(analyze.blame_json(phase))
     else:
         click.echo(analyze.blame_text(phase), nl=False)
 
@@ -293,7 +295,7 @@ def _critical_chain(shutdown: bool, as_json: bool, node: str | None) -> None:
 
     phase = _phase(shutdown, node)
     if as_json:
-        click.echo(analyze.as_json(analyze.critical_chain(phase)))
+        click.echo(analyze.chain_json(phase))
     else:
         click.echo(analyze.chain_text(phase), nl=False)
 

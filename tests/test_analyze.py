@@ -1,10 +1,8 @@
-"""`bootkit analyze`, readiness over sd_notify, and `bootkit status`, on real runs."""
+"""`bootkit analyze` on real runs of steps that sleep known durations."""
 
 from __future__ import annotations
 
 import json
-import signal
-import socket
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -12,18 +10,30 @@ from typing import ClassVar
 
 import pytest
 
-from bootkit import Context, Settings, Step, StopReason
-from bootkit.analyze import blame, critical_chain, load, plot
-from bootkit.testing import running, write_distribution
-from tests.support import RunCLI, Service, cli_env, one_error_line
+from bootkit import BlueprintStep, Context, Settings, StartError, Step, StopReason
+from bootkit.analyze import (
+    blame,
+    blame_text,
+    chain_text,
+    critical_chain,
+    from_record,
+    load,
+    plot,
+    rows,
+)
+from bootkit.testing import running
+from tests.support import RunCLI, one_error_line
 
-WAIT = 20.0
+SVG = "{http://www.w3.org/2000/svg}"
 
 
-def sleeper(step_name: str, seconds: float, *needs: str) -> type[Step]:
+def sleeper(step_name: str, seconds: float, *needs: str, blueprint: str = "main") -> type[Step]:
+    """A step that takes `seconds` to start and half that to stop."""
+    home = blueprint
+
     class Sleeper(Step):
         name = step_name
-        blueprint = "main"
+        blueprint = home
         requires: ClassVar[tuple[str, ...]] = needs
 
         def start(self, ctx: Context) -> None:
@@ -46,10 +56,14 @@ STEPS = (
 
 @pytest.fixture
 def record(settings: Settings) -> Path:
-    """The state folder of a finished run of STEPS."""
+    """The state folder of a finished run (boot and shutdown) of STEPS."""
     with running(*STEPS, settings=settings):
         pass
     return settings.state_dir
+
+
+def bars(svg: str) -> list[ET.Element]:
+    return [e for e in ET.fromstring(svg).iter(f"{SVG}rect") if "bar" in e.get("class", "")]
 
 
 def test_blame_orders_steps_by_time_taken(record: Path) -> None:
@@ -64,37 +78,141 @@ def test_critical_chain_follows_the_waits_that_decided_readiness(record: Path) -
     a, b, d = (t for _, t in chain)
     assert b.offset >= a.end - 0.005
     assert d.offset >= b.end - 0.005
+    assert b.seconds >= 0.2
 
 
 def test_shutdown_chain_runs_the_other_way(record: Path) -> None:
-    chain = critical_chain(load(record, "shutdown"))
-    assert [t.step for _, t in chain] == ["t.d", "t.b", "t.a"]
+    phase = load(record, "shutdown")
+    assert [t.step for _, t in critical_chain(phase)] == ["t.d", "t.b", "t.a"]
+    assert [t.step for t in blame(phase)] == ["t.b", "t.c", "t.a", "t.d"]
+
+
+def test_critical_chain_counts_the_wave_barrier(settings: Settings) -> None:
+    # t.slow and t.fast share wave 0; t.next needs only t.fast, yet starts when the
+    # whole wave is done: t.slow decided it.
+    steps = (sleeper("t.fast", 0.01), sleeper("t.slow", 0.15), sleeper("t.next", 0.01, "t.fast"))
+    with running(*steps, settings=settings):
+        pass
+    chain = critical_chain(load(settings.state_dir))
+    assert [t.step for _, t in chain] == ["t.slow", "t.next"]
+
+
+class Host(BlueprintStep):
+    name = "t.host"
+    blueprint = "main"
+    hosts = "inner"
+    requires = ("t.first",)
+
+
+def test_a_child_blueprint_chain_is_nested_under_its_host(settings: Settings) -> None:
+    steps = (
+        sleeper("t.first", 0.02),
+        Host,
+        sleeper("t.quick", 0.01, blueprint="inner"),
+        sleeper("t.long", 0.12, blueprint="inner"),
+        sleeper("t.after", 0.03, "t.long", blueprint="inner"),
+        sleeper("t.late", 0.01, "t.quick", blueprint="inner"),
+    )
+    with running(*steps, settings=settings):
+        pass
+    phase = load(settings.state_dir)
+    assert [(depth, t.step) for depth, t in critical_chain(phase)] == [
+        (0, "t.first"),
+        (0, "t.host"),
+        (1, "t.long"),
+        (1, "t.after"),
+    ]
+    assert [depth for depth, _ in rows(phase)] == [0, 0, 1, 1, 1, 1]
+    host = next(t for t in phase.steps if t.step == "t.host")
+    assert host.seconds >= 0.15  # the child's boot is inside its host's start
+
+
+class Broken(Step):
+    name = "t.broken"
+    blueprint = "main"
+    requires = ("t.a",)
+
+    def start(self, ctx: Context) -> None:
+        raise RuntimeError("no disk")
+
+
+def test_a_failed_boot_is_analyzed_with_its_outcome(settings: Settings) -> None:
+    with pytest.raises(StartError), running(STEPS[0], Broken, settings=settings):
+        pass
+    phase = load(settings.state_dir)
+    assert not phase.ok
+    assert "  (main)  [start_failed]" in blame_text(phase)
+    header, *links = chain_text(phase).splitlines()
+    assert "(failed)" in header
+    assert [line.split(" @")[0] for line in links] == ["t.a", "t.broken"]
+    assert "failed in" in plot(phase)
 
 
 def test_plot_is_svg_with_one_bar_per_step_and_the_chain_highlighted(record: Path) -> None:
-    svg = plot(load(record))
-    root = ET.fromstring(svg)
-    bars = [e for e in root.iter("{http://www.w3.org/2000/svg}rect") if e.get("class") == "bar"]
-    assert sorted(str(b.get("data-step")) for b in bars) == ["t.a", "t.b", "t.c", "t.d"]
-    red = {b.get("data-step") for b in bars if b.get("fill") == "#e15759"}
-    assert red == {"t.a", "t.b", "t.d"}
+    found = bars(plot(load(record)))
+    assert sorted(str(b.get("data-step")) for b in found) == ["t.a", "t.b", "t.c", "t.d"]
+    assert len({b.get("id") for b in found}) == 4
+    critical = {b.get("data-step") for b in found if "critical" in str(b.get("class"))}
+    assert critical == {"t.a", "t.b", "t.d"}
+    # bar lengths follow the durations: t.b (0.2 s) is longer than t.c (0.1 s)
+    width = {b.get("data-step"): float(str(b.get("width"))) for b in found}
+    assert width["t.b"] > width["t.c"] > width["t.d"]
+
+
+def test_plot_escapes_and_ascii_folds_step_names() -> None:
+    step = {"blueprint": "m", "wave": 0, "offset": 0.0, "seconds": 0.1, "after": []}
+    record = {
+        "boot": {
+            "seconds": 0.2,
+            "ok": True,
+            "steps": [
+                {**step, "step": 'x.<b>&"caf\u00e9'},
+                {**step, "step": "x.plain", "offset": 0.1, "after": ['x.<b>&"caf\u00e9']},
+            ],
+        }
+    }
+    svg = plot(from_record(record, "boot", "test"))
+    svg.encode("ascii")  # every label folded to ASCII
+    assert [b.get("data-step") for b in bars(svg)] == ['x.<b>&"caf\\xe9', "x.plain"]
 
 
 def test_analyze_commands_read_the_state_folder(run_cli: RunCLI, record: Path) -> None:
     blamed = run_cli("--state-dir", str(record), "analyze", "blame")
     assert blamed.returncode == 0, blamed.stderr
-    assert [line.split()[1] for line in blamed.stdout.splitlines()[1:]] == [
-        "t.b",
-        "t.c",
+    lines = blamed.stdout.splitlines()
+    assert lines[0].startswith("boot: ")
+    assert [line.split()[1] for line in lines[1:]] == ["t.b", "t.c", "t.a", "t.d"]
+
+    chain = run_cli("--state-dir", str(record), "analyze", "critical-chain")
+    assert chain.returncode == 0, chain.stderr
+    assert [line.split(" @")[0] for line in chain.stdout.splitlines()[1:]] == [
         "t.a",
+        "t.b",
         "t.d",
     ]
-    chain = run_cli("--state-dir", str(record), "analyze", "critical-chain", "--json")
-    assert [link["step"] for link in json.loads(chain.stdout)] == ["t.a", "t.b", "t.d"]
+    assert " +2" in chain.stdout.splitlines()[2]  # t.b: +200.xms
+
     out = record / "plot.svg"
     plotted = run_cli("--state-dir", str(record), "analyze", "plot", "-o", str(out))
-    assert plotted.returncode == 0
-    ET.parse(out)
+    assert plotted.returncode == 0, plotted.stderr
+    assert len(bars(out.read_text())) == 4
+
+
+def test_analyze_json_and_shutdown(run_cli: RunCLI, record: Path) -> None:
+    blamed = run_cli("--state-dir", str(record), "analyze", "blame", "--json")
+    assert [(s["step"], s["blueprint"]) for s in json.loads(blamed.stdout)] == [
+        ("t.b", "main"),
+        ("t.c", "main"),
+        ("t.a", "main"),
+        ("t.d", "main"),
+    ]
+    chain = run_cli("--state-dir", str(record), "analyze", "critical-chain", "--json", "--shutdown")
+    links = json.loads(chain.stdout)
+    assert [(s["depth"], s["step"]) for s in links] == [(0, "t.d"), (0, "t.b"), (0, "t.a")]
+    assert links[1]["outcome"] == "stopped"
+    plotted = run_cli("--state-dir", str(record), "analyze", "plot", "--shutdown")
+    assert "bootkit shutdown: stopped" in plotted.stdout
+    assert len(bars(plotted.stdout)) == 4
 
 
 def test_analyze_without_a_record_is_one_line(run_cli: RunCLI, tmp_path: Path) -> None:
@@ -103,76 +221,18 @@ def test_analyze_without_a_record_is_one_line(run_cli: RunCLI, tmp_path: Path) -
     assert "run `bootkit start` with this --state-dir first" in one_error_line(result.stderr)
 
 
-# -- a real `bootkit start`: sd_notify and the status probe --------------------------
-
-# Starts only once the test creates the file named by SLOW_GATE: the test looks at the
-# status while the step is still starting, with no race.
-SLOW = """
-import os
-import time
-from pathlib import Path
-
-from bootkit import Step, hookimpl
+def test_analyze_a_broken_record_is_one_line(run_cli: RunCLI, tmp_path: Path) -> None:
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "timings.json").write_text("{not json")
+    result = run_cli("--state-dir", str(tmp_path / "broken"), "analyze", "plot")
+    assert result.returncode == 2
+    assert "cannot read the run record" in one_error_line(result.stderr)
 
 
-class Slow(Step):
-    name = "slow.step"
-    blueprint = "slow"
-    start_timeout = 42.0
-
-    def start(self, ctx):
-        gate = Path(os.environ["SLOW_GATE"])
-        deadline = time.monotonic() + 30
-        while not gate.exists() and time.monotonic() < deadline:
-            time.sleep(0.01)
-
-    def stop(self, ctx, reason):
-        pass
-
-
-@hookimpl
-def bootkit_add_steps():
-    return [Slow]
-"""
-
-
-def test_start_tells_notify_socket_ready_status_stopping_and_status_flips(
-    tmp_path: Path, run_cli: RunCLI
+def test_analyze_shutdown_of_a_run_still_going_is_one_line(
+    run_cli: RunCLI, settings: Settings
 ) -> None:
-    site = tmp_path / "site"
-    write_distribution(
-        site, "slow-plugin", entry_points={"slow": "slow_plugin"}, modules={"slow_plugin.py": SLOW}
-    )
-    address = str(tmp_path / "notify.sock")
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    listener.bind(address)
-    listener.settimeout(WAIT)
-    gate = tmp_path / "gate"
-    env = cli_env(tmp_path, [site], {"NOTIFY_SOCKET": address, "SLOW_GATE": str(gate)})
-    state = Path(env["BOOTKIT_STATE_DIR"])
-
-    assert run_cli("status").returncode == 1  # nothing runs yet
-    with Service([], cwd=tmp_path, env=env) as service:
-        messages: list[str] = []
-        while "STATUS=starting slow.step (slow)" not in messages:
-            messages += listener.recv(4096).decode().split("\n")
-        starting = run_cli("status")
-        assert (starting.returncode, starting.stderr.split(" (")[0]) == (1, "starting")
-        gate.touch()
-        while "READY=1" not in messages:
-            messages += listener.recv(4096).decode().split("\n")
-        status = run_cli("status")
-        assert (status.returncode, status.stdout.split(" (")[0]) == (0, "ready")
-        service.signal(signal.SIGTERM)
-        while "STOPPING=1" not in messages:
-            messages += listener.recv(4096).decode().split("\n")
-        assert service.wait(WAIT) == 0
-    listener.close()
-
-    assert messages.index("STATUS=starting slow.step (slow)") < messages.index("READY=1")
-    assert "EXTEND_TIMEOUT_USEC=42000000" in messages
-    assert messages.index("READY=1") < messages.index("STOPPING=1")
-    stopped = run_cli("status")
-    assert stopped.returncode == 1
-    assert "not running" in stopped.stderr
-    assert json.loads((state / "status.json").read_text())["state"] == "stopped"
+    with running(*STEPS[:1], settings=settings):
+        result = run_cli("--state-dir", str(settings.state_dir), "analyze", "blame", "--shutdown")
+    assert result.returncode == 2
+    assert "has no shutdown" in one_error_line(result.stderr)
