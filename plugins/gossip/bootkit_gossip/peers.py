@@ -1,4 +1,5 @@
-"""Membership and elections as plain logic: events and times in, decisions out.
+"""Membership as plain logic: worker events and receive times in; joins, leaves and
+losses out.
 
 Times are the receiver's own `time.monotonic()`, never the sender's timestamp, so
 clock skew between machines cannot make a peer look alive or lost.
@@ -6,18 +7,29 @@ clock skew between machines cannot make a peer look alive or lost.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
 
 DEFAULT_FREQ = 2.0  # a worker event without `freq`: Celery's default heartbeat interval
 LIVENESS = 2.0  # a peer is alive while now < last heard + freq * LIVENESS (as Celery's monitors)
-DECIDE_WITHOUT_ALL_CANDIDATES = 1.0  # seconds to wait for other candidates once acks are in
+WORKER_EVENTS = ("worker-online", "worker-heartbeat", "worker-offline")
 
 
 @dataclass
 class Peer:
-    """Another worker, as its events describe it."""
+    """Another worker, as its events describe it.
+
+    Attributes:
+        hostname: its node name (``name@host``).
+        pid: its process id, as its events say.
+        freq: its heartbeat interval in seconds.
+        clock: the Lamport clock of its last event.
+        last_heard: when its last event arrived (this process's `time.monotonic()`).
+        sw_ident: the software it runs (``py-bootkit``, ``py-celery``).
+        alive: False once it left or was lost.
+    """
 
     hostname: str
     pid: int | None = None
@@ -28,84 +40,72 @@ class Peer:
     alive: bool = True
 
     def expires(self) -> float:
+        """When the peer counts as lost unless it is heard from again."""
         return self.last_heard + self.freq * LIVENESS
 
 
+@dataclass(frozen=True)
+class Change:
+    """A peer joined, left or was lost.
+
+    Attributes:
+        peer: a copy taken at the change (the table keeps updating its own).
+        silent: seconds nothing had been heard from the peer before the change; None
+            on first contact.
+    """
+
+    kind: Literal["joined", "left", "lost"]
+    peer: Peer
+    silent: float | None
+
+
 class PeerTable:
-    """Who is in the cluster besides `me`."""
+    """Who is in the cluster besides `me`; not thread-safe (the caller locks)."""
 
     def __init__(self, me: str) -> None:
         self.me = me
         self.peers: dict[str, Peer] = {}
 
-    def observe(self, event: Mapping[str, Any], now: float) -> tuple[str, Peer] | None:
-        """Take a worker event; ``("joined", peer)`` or ``("left", peer)`` when that changed."""
-        hostname = event.get("hostname")
-        if not isinstance(hostname, str) or hostname == self.me:
+    def observe(self, event: Mapping[str, Any], now: float) -> Change | None:
+        """Take a worker event received at `now`; the change it makes, if any.
+
+        A peer joins on its first event, on its first event after it left or was lost,
+        and when its pid changes (it restarted under the same name faster than it could
+        be found lost). It leaves on ``worker-offline``. Our own events are ignored.
+        """
+        hostname, kind = event.get("hostname"), event.get("type")
+        if not isinstance(hostname, str) or hostname == self.me or kind not in WORKER_EVENTS:
             return None
         peer = self.peers.get(hostname)
-        if event.get("type") == "worker-offline":
+        silent = None if peer is None else now - peer.last_heard
+        if kind == "worker-offline":
             if peer is None or not peer.alive:
                 return None
-            peer.alive = False
-            return "left", peer
-        joined = peer is None or not peer.alive
+            peer.alive, peer.last_heard = False, now
+            return Change("left", dataclasses.replace(peer), silent)
+        pid = event.get("pid")
+        restarted = peer is not None and isinstance(pid, int) and peer.pid not in (None, pid)
+        joined = peer is None or not peer.alive or restarted
         if peer is None:
             peer = self.peers[hostname] = Peer(hostname)
-        freq = event.get("freq")
+        freq, clock, sw_ident = event.get("freq"), event.get("clock"), event.get("sw_ident")
         if isinstance(freq, int | float) and freq > 0:
             peer.freq = float(freq)
-        pid, clock = event.get("pid"), event.get("clock")
         peer.pid = pid if isinstance(pid, int) else peer.pid
         peer.clock = clock if isinstance(clock, int) else peer.clock
-        sw_ident = event.get("sw_ident")
         peer.sw_ident = sw_ident if isinstance(sw_ident, str) else peer.sw_ident
-        peer.last_heard = now
-        peer.alive = True
-        return ("joined", peer) if joined else None
+        peer.last_heard, peer.alive = now, True
+        return Change("joined", dataclasses.replace(peer), silent) if joined else None
 
-    def expire(self, now: float) -> list[Peer]:
-        """Mark lost, and return, the alive peers not heard from in time."""
-        lost = [p for p in self.peers.values() if p.alive and now >= p.expires()]
-        for peer in lost:
-            peer.alive = False
-        return lost
+    def expire(self, now: float) -> list[Change]:
+        """Mark lost, and report, the alive peers not heard from within twice their interval."""
+        changes = []
+        for peer in self.peers.values():
+            if peer.alive and now >= peer.expires():
+                peer.alive = False
+                changes.append(Change("lost", dataclasses.replace(peer), now - peer.last_heard))
+        return changes
 
-    def alive(self) -> list[Peer]:
-        return [p for p in self.peers.values() if p.alive]
-
-
-@dataclass
-class Election:
-    """One election (by id): who stands, who acknowledged, and since when all did.
-
-    Every worker acknowledges every ``worker-elect`` it sees. A worker that stands
-    decides once every alive worker (itself included) acknowledged its request and
-    either every alive worker also stood, or `DECIDE_WITHOUT_ALL_CANDIDATES` seconds
-    passed since the acknowledgements were complete. The lowest (clock, "host.pid")
-    wins, as in Celery, so every worker that saw the same requests names the same one.
-    """
-
-    id: str
-    topic: str = ""
-    action: Any = None
-    candidates: set[tuple[int, str]] = field(default_factory=set)
-    acks: set[str] = field(default_factory=set)
-    stood: bool = False
-    acked_all_at: float | None = None
-
-    def leader(self) -> str:
-        """The winning "host.pid"."""
-        return min(self.candidates)[1]
-
-    def decided(self, alive: Iterable[str], now: float) -> bool:
-        """True once this worker (which stood) may name the leader."""
-        if not self.stood or not self.candidates:
-            return False
-        everyone = set(alive)
-        if not everyone <= self.acks:
-            return False
-        if self.acked_all_at is None:
-            self.acked_all_at = now
-        standing = {candidate.rsplit(".", 1)[0] for _, candidate in self.candidates}
-        return everyone <= standing or now - self.acked_all_at >= DECIDE_WITHOUT_ALL_CANDIDATES
+    def alive(self) -> list[str]:
+        """The hostnames of the peers alive now."""
+        return [p.hostname for p in self.peers.values() if p.alive]

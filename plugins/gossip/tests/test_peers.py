@@ -1,29 +1,64 @@
-"""The peer table and the election rule, with made-up events and times."""
+"""The peer table: joins, leaves and losses from made-up events and receive times."""
 
 from __future__ import annotations
 
-from bootkit_gossip import Election, PeerTable
+from bootkit_gossip import Change, PeerTable
 
 
 def beat(host: str, kind: str = "worker-heartbeat", **fields: object) -> dict[str, object]:
     return {"type": kind, "hostname": host, "pid": 7, "clock": 3, "freq": 2.0, **fields}
 
 
-def test_a_peer_joins_once_leaves_on_offline_and_rejoins() -> None:
+def observed(table: PeerTable, event: dict[str, object], now: float) -> Change:
+    change = table.observe(event, now)
+    assert change is not None, event
+    return change
+
+
+def test_a_peer_joins_on_its_first_event_with_what_it_says_of_itself() -> None:
     table = PeerTable("me@host")
-    joined = table.observe(beat("a@host", "worker-online"), now=0.0)
-    assert joined is not None
-    assert joined[0] == "joined"
-    assert joined[1].hostname == "a@host"
-    assert table.observe(beat("a@host"), now=1.0) is None
-    assert table.observe(beat("me@host"), now=1.0) is None  # ourselves: not a peer
-    left = table.observe(beat("a@host", "worker-offline"), now=2.0)
-    assert left is not None
-    assert left[0] == "left"
-    assert table.observe(beat("a@host", "worker-offline"), now=2.1) is None
-    again = table.observe(beat("a@host"), now=3.0)
-    assert again is not None
-    assert again[0] == "joined"
+    change = observed(table, beat("a@host", "worker-online", sw_ident="py-celery"), now=5.0)
+    assert change.kind == "joined"
+    assert change.silent is None
+    peer = change.peer
+    assert (peer.hostname, peer.pid, peer.freq, peer.clock) == ("a@host", 7, 2.0, 3)
+    assert (peer.last_heard, peer.sw_ident, peer.alive) == (5.0, "py-celery", True)
+    assert table.observe(beat("a@host", clock=9), now=6.0) is None
+    assert table.peers["a@host"].clock == 9
+    assert change.peer.clock == 3  # hooks get a copy, not the table's own
+
+
+def test_our_own_events_and_other_event_types_are_not_peers() -> None:
+    table = PeerTable("me@host")
+    assert table.observe(beat("me@host", "worker-online"), now=0.0) is None
+    assert table.observe(beat("a@host", "task-succeeded"), now=0.0) is None
+    assert table.observe({"type": "worker-online"}, now=0.0) is None
+    assert table.peers == {}
+
+
+def test_a_peer_leaves_on_offline_once_and_rejoins_later() -> None:
+    table = PeerTable("me@host")
+    table.observe(beat("a@host", "worker-online"), now=0.0)
+    left = observed(table, beat("a@host", "worker-offline"), now=1.5)
+    assert (left.kind, left.silent, left.peer.alive) == ("left", 1.5, False)
+    assert table.observe(beat("a@host", "worker-offline"), now=2.0) is None
+    assert table.alive() == []
+    again = observed(table, beat("a@host", "worker-online"), now=4.0)
+    assert (again.kind, again.silent) == ("joined", 2.5)
+    assert table.alive() == ["a@host"]
+
+
+def test_an_offline_from_a_peer_never_seen_changes_nothing() -> None:
+    table = PeerTable("me@host")
+    assert table.observe(beat("a@host", "worker-offline"), now=0.0) is None
+
+
+def test_a_new_pid_under_a_known_name_is_a_new_join() -> None:
+    table = PeerTable("me@host")
+    table.observe(beat("a@host", pid=7), now=0.0)
+    assert table.observe(beat("a@host", pid=7), now=1.0) is None
+    restarted = observed(table, beat("a@host", pid=8), now=1.5)
+    assert (restarted.kind, restarted.peer.pid) == ("joined", 8)
 
 
 def test_a_peer_is_lost_after_twice_its_interval_and_only_once() -> None:
@@ -31,11 +66,29 @@ def test_a_peer_is_lost_after_twice_its_interval_and_only_once() -> None:
     table.observe(beat("a@host", freq=2.0), now=10.0)
     table.observe(beat("b@host", freq=0.5), now=10.0)
     assert table.expire(now=10.9) == []
-    assert [p.hostname for p in table.expire(now=11.0)] == ["b@host"]  # 0.5 * 2
+    (b,) = table.expire(now=11.0)  # 0.5 * 2
+    assert (b.kind, b.peer.hostname, b.silent, b.peer.alive) == ("lost", "b@host", 1.0, False)
     assert table.expire(now=13.9) == []
-    assert [p.hostname for p in table.expire(now=14.0)] == ["a@host"]  # 2.0 * 2
+    (a,) = table.expire(now=14.0)  # 2.0 * 2
+    assert a.peer.hostname == "a@host"
     assert table.expire(now=20.0) == []
     assert table.alive() == []
+
+
+def test_every_event_keeps_a_peer_alive() -> None:
+    table = PeerTable("me@host")
+    for second in range(10):
+        table.observe(beat("a@host"), now=float(second))
+        assert table.expire(now=second + 3.9) == []
+    assert table.alive() == ["a@host"]
+
+
+def test_a_lost_peer_heard_again_rejoins_with_how_long_it_was_silent() -> None:
+    table = PeerTable("me@host")
+    table.observe(beat("a@host"), now=0.0)
+    table.expire(now=4.0)
+    back = observed(table, beat("a@host"), now=30.0)
+    assert (back.kind, back.silent) == ("joined", 30.0)
 
 
 def test_an_event_without_freq_counts_celerys_default() -> None:
@@ -43,31 +96,3 @@ def test_an_event_without_freq_counts_celerys_default() -> None:
     table.observe({"type": "worker-online", "hostname": "c@host"}, now=0.0)
     assert table.expire(now=3.9) == []
     assert len(table.expire(now=4.0)) == 1
-
-
-def test_election_waits_for_every_ack_then_for_every_candidate() -> None:
-    election = Election("e1", stood=True)
-    election.candidates |= {(5, "me@host.1"), (4, "b@host.2")}
-    alive = ["me@host", "a@host", "b@host"]
-    election.acks |= {"me@host", "b@host"}
-    assert not election.decided(alive, now=0.0)  # a@host has not acked
-    election.acks.add("a@host")
-    assert not election.decided(alive, now=0.1)  # a@host may still stand
-    assert not election.decided(alive, now=1.0)
-    assert election.decided(alive, now=1.1)  # one second after the acks were complete
-    assert election.leader() == "b@host.2"  # the lowest clock
-
-
-def test_election_decides_at_once_when_everyone_stood_and_ties_break_by_name() -> None:
-    election = Election("e2", stood=True)
-    election.candidates |= {(4, "b@host.2"), (4, "a@host.9")}
-    election.acks |= {"a@host", "b@host"}
-    assert election.decided(["a@host", "b@host"], now=0.0)
-    assert election.leader() == "a@host.9"
-
-
-def test_a_worker_that_did_not_stand_never_decides() -> None:
-    election = Election("e3")
-    election.candidates.add((1, "a@host.1"))
-    election.acks.add("a@host")
-    assert not election.decided(["a@host"], now=100.0)

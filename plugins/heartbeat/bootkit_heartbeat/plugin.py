@@ -5,7 +5,7 @@ Kept free of heavy imports: `bootkit graph` loads this module, not the step's.
 
 from __future__ import annotations
 
-from bootkit import Option, Step, hookimpl
+from bootkit import ConfigError, Option, Settings, Step, hookimpl
 
 DEFAULT_INTERVAL = 2.0
 
@@ -22,10 +22,17 @@ def bootkit_add_options() -> list[Option]:
     return [
         Option(
             "heartbeat_interval",
-            "Seconds between worker-heartbeat events; monitors count a worker lost "
-            "after two missed ones.",
+            "Seconds between worker-heartbeat events; monitors and gossip count a worker "
+            "lost after two intervals without one.",
             type=float,
             default=DEFAULT_INTERVAL,
             metavar="SECONDS",
         )
     ]
+
+
+@hookimpl
+def bootkit_configure(settings: Settings) -> None:
+    interval = settings.option("heartbeat_interval", DEFAULT_INTERVAL)
+    if not interval > 0:
+        raise ConfigError(f"--heartbeat-interval must be above 0 seconds, got {interval:g}")

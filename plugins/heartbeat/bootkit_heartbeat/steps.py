@@ -1,10 +1,10 @@
 """``heartbeat.beat``: worker-online once the consumer is ready, worker-heartbeat every
-interval, worker-offline on stop.
+interval, worker-offline on stop, as Celery's monitors and gossip expect them.
 
 Each event carries ``freq`` (the interval), ``active`` (tasks running now),
-``processed`` (tasks finished since the worker started) and ``loadavg``, besides what
-every event and every worker event carries. It runs in the consumer blueprint, so a
-reconnect sends offline and online again, as Celery's does.
+``processed`` (tasks finished since the worker started) and ``loadavg``, besides the
+fields of every event and of every worker event. It runs in the consumer blueprint, so
+a reconnect sends offline and online again, as Celery's does.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from bootkit import ConfigError, Context, Step, StopReason, logger
+from bootkit import Condition, Context, Settings, Step, StopReason, logger
 from bootkit_amqp_consumer.consumer import TaskConsumer
 from bootkit_amqp_consumer.control import Command, Commands
 from bootkit_amqp_consumer.events import EventDispatcher
@@ -21,8 +21,11 @@ from bootkit_amqp_consumer.state import WorkerState
 from bootkit_amqp_consumer.timer import Entry, Timer
 from bootkit_heartbeat.plugin import DEFAULT_INTERVAL
 
+FINISHED = ("success", "failure", "retry")  # outcomes of a task that ran (WorkerState.processed)
+
 
 def loadavg() -> list[float]:
+    """The 1, 5 and 15 minute load averages, rounded as Celery sends them."""
     try:
         return [round(x, 2) for x in os.getloadavg()]
     except OSError:  # not every platform has it
@@ -35,12 +38,17 @@ class Heartbeat(Step):
     name = "heartbeat.beat"
     blueprint = "consumer"
     requires = ("events.dispatcher",)
-    after = ("amqp.loop",)  # online means ready: everything else of the consumer runs
+    after = ("amqp.loop",)  # online means ready: the rest of the consumer runs
+
+    @classmethod
+    def condition(cls, settings: Settings) -> Condition:
+        disabled = settings.disabled_by("events.dispatcher")
+        if disabled is not None:
+            return Condition.off(f"it needs events.dispatcher, disabled by {disabled.describe()}")
+        return Condition.on()
 
     def start(self, ctx: Context) -> None:
         self.interval = float(ctx.settings.option("heartbeat_interval", DEFAULT_INTERVAL))
-        if self.interval <= 0:
-            raise ConfigError(f"--heartbeat-interval must be above 0, got {self.interval:g}")
         self.dispatcher = ctx.get(EventDispatcher)
         self.state = ctx.get(WorkerState)
         self.consumer = ctx.find(TaskConsumer)
@@ -48,20 +56,24 @@ class Heartbeat(Step):
         self.commands.register(
             Command("heartbeat", self._command, "control", help="Send a worker-heartbeat now.")
         )
-        self._send("worker-online")
-        self.entry: Entry = ctx.get(Timer).call_repeatedly(
+        timer = ctx.get(Timer)
+        # From the timer's thread, which then keeps the order online, heartbeats: the
+        # first event may open the dispatcher's connection, and boot need not wait.
+        self.online: Entry = timer.call_later(0, lambda: self._send("worker-online"))
+        self.entry: Entry = timer.call_repeatedly(
             self.interval, lambda: self._send("worker-heartbeat")
         )
 
     def stop(self, ctx: Context, reason: StopReason) -> None:
+        self.online.cancel()
         self.entry.cancel()
         self.commands.unregister("heartbeat")
         self._send("worker-offline")
 
     def fields(self) -> dict[str, Any]:
+        """The worker-event fields as of now."""
         active = len(self.consumer.running) if self.consumer is not None else 0
-        done = ("success", "failure", "retry")
-        processed = sum(self.state.processed[k] for k in done)
+        processed = sum(self.state.processed[outcome] for outcome in FINISHED)
         return self.dispatcher.worker_fields(
             freq=self.interval, active=active, processed=processed, loadavg=loadavg()
         )
