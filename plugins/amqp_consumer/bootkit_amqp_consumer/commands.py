@@ -292,6 +292,8 @@ def worker_commands(ctx: Context) -> list[Command]:
         if sender == config.hostname:
             return None  # our own hello: no reply
         theirs = arguments.get("revoked")
+        if isinstance(theirs, list):  # Celery 5.7 sends bare ids: revoked as of now
+            theirs = {i: time.time() for i in theirs if isinstance(i, str)}
         new = state.merge_revoked(theirs) if isinstance(theirs, dict) else 0
         log.info("mingle_hello_answered", peer=sender, revoked_new=new)
         return {"revoked": state.revoked_wire(), "clock": state.clock.forward()}

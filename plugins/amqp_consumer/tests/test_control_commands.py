@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -123,6 +124,12 @@ def test_inspect_commands_describe_the_worker_and_destructive_ones_are_refused(
         "ok": f"tasks {held.id} flagged as revoked"
     }
     assert held.id in ask(broker, node, "revoked")
+    # Mingle's hello: ids in Celery 5.7's list form and in the {id: [ts, id]} form.
+    listed, mapped = str(uuid.uuid4()), str(uuid.uuid4())
+    for revoked in ([listed], {mapped: [time.time(), mapped]}):
+        reply = ask(broker, node, "hello", from_node="peer@host", revoked=revoked)
+        assert reply["clock"] > 0
+    assert {listed, mapped} <= set(ask(broker, node, "revoked"))
     assert running.get(timeout=WAIT) == "long"
     assert stop(worker) == 0
 
