@@ -9,7 +9,9 @@ Delivery rules:
 - at most `prefetch_count` messages are unacknowledged; ETA messages wait in the
   timer and raise the prefetch count while they wait, so they never starve intake;
 - early ack (default): a message is acknowledged when its task is handed to a free
-  pool slot; late ack (``--acks-late`` or ``acks_late=True``): after the task ends;
+  pool slot, and the ack is on the wire before the task can start; late ack
+  (``--acks-late`` or ``acks_late=True``): after the task ends. On AMQP acks are
+  coalesced into multiple-acks (see `acks`);
 - a task whose process died is requeued up to ``max_redeliveries`` times, then
   rejected (dead-lettered when the queue has a dead-letter exchange);
 - warm stop: stop consuming, let running tasks finish and their acks go out;
@@ -36,6 +38,7 @@ from kombu.entity import Exchange, Queue
 from kombu.messaging import Consumer
 
 from bootkit import logger
+from bootkit_amqp_consumer.acks import Acks
 from bootkit_amqp_consumer.app import App
 from bootkit_amqp_consumer.errors import BadMessageError, BrokerConnectionLostError
 from bootkit_amqp_consumer.events import EventDispatcher
@@ -46,6 +49,7 @@ from bootkit_amqp_consumer.protocol import TaskRequest, build, decode
 from bootkit_amqp_consumer.ratelimit import TokenBucket, parse_rate
 from bootkit_amqp_consumer.state import WorkerState
 from bootkit_amqp_consumer.timer import Timer
+from bootkit_amqp_consumer.transport import drain, frame_ready
 
 
 @dataclass
@@ -58,6 +62,7 @@ class Delivery:
     received: float = field(default_factory=time.monotonic)
     started_at: float | None = None  # unix time the pool got it
     eta: datetime | None = None  # held by the timer until then
+    acked: bool = False
 
     def info(self, hostname: str, worker_pid: int | None = None) -> dict[str, Any]:
         """As Celery's inspect replies describe a request."""
@@ -70,7 +75,7 @@ class Delivery:
             "type": request.name,
             "hostname": hostname,
             "time_start": self.started_at,
-            "acknowledged": self.message.acknowledged,
+            "acknowledged": self.acked,
             "delivery_info": {
                 "exchange": info.get("exchange"),
                 "routing_key": info.get("routing_key"),
@@ -119,6 +124,8 @@ class TaskConsumer:
         self.channel: Any = None
         self.consumer: Any = None
         self.qos: Any = None
+        self.acks: Acks = Acks(None, coalesce=False)
+        self._loop_thread: int | None = None
         self.log = logger().bind(hostname=config.hostname)
 
     # -- set-up, called from the step's start ------------------------------------------
@@ -126,6 +133,7 @@ class TaskConsumer:
     def declare(self) -> None:
         """Declare the queues, set the prefetch count and start consuming."""
         self.channel = self.connection.channel()
+        self.acks = Acks(self.channel, coalesce=self.connection.transport.driver_type == "amqp")
         wanted = {name: (name, "direct", name) for name in self.config.queues}
         wanted.update(self.state.added_queues)
         queues = [
@@ -192,6 +200,8 @@ class TaskConsumer:
             if self._closed:
                 return False
             self._inbox.put(callback)
+            if threading.get_ident() == self._loop_thread:
+                return True  # the loop runs its inbox before it waits again
             with contextlib.suppress(BlockingIOError):  # a full pipe: the loop is awake
                 os.write(self._wake_w, b"x")
         return True
@@ -203,10 +213,12 @@ class TaskConsumer:
             BrokerConnectionLostError: the connection failed; nothing was acked twice.
         """
         errors = tuple(self.connection.connection_errors) + tuple(self.connection.channel_errors)
+        self._loop_thread = threading.get_ident()
         try:
             while True:
                 self._run_posted()
                 self.qos.update()  # held ETA messages raise it: they must not take a slot
+                self.acks.flush()
                 if self._stopping.is_set():
                     if not self._draining:
                         self._begin_drain()
@@ -220,12 +232,16 @@ class TaskConsumer:
         except OSError as exc:
             self._abandon()
             raise BrokerConnectionLostError(f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            self.pool.unwatch()
 
     def _abandon(self) -> None:
         """The connection died: stop taking posts, and remember the tasks that finished
         but could not be acknowledged, so their redelivery is not run again."""
         with self._post_lock:
             self._closed = True
+        for task_id in self.acks.unsent():
+            self.state.orphaned(task_id)
         while True:
             try:
                 callback = self._inbox.get_nowait()
@@ -279,15 +295,15 @@ class TaskConsumer:
                 self.connection.drain_events(timeout=0.05 if self._inbox.empty() else 0)
             self._clear_wake()
             return
-        readable, _, _ = select.select([sock, self._wake_r], [], [], timeout)
+        if frame_ready(self.connection):
+            timeout = 0
+        outcomes = self.pool.watch()  # a process pool's pipes: outcomes come straight here
+        readable, _, _ = select.select([sock, self._wake_r, *outcomes], [], [], timeout)
         if self._wake_r in readable:
             self._clear_wake()
-        # Always drain: py-amqp may hold whole frames in its buffer, unseen by select.
-        while True:
-            try:
-                self.connection.drain_events(timeout=0)
-            except TimeoutError:
-                return
+        if outcomes:
+            self.pool.collect(readable)
+        drain(self.connection)
 
     def _socket(self) -> Any:
         transport = getattr(self.connection, "connection", None)
@@ -307,6 +323,7 @@ class TaskConsumer:
     # -- intake ----------------------------------------------------------------------
 
     def _on_message(self, message: Any) -> None:
+        self.acks.received(message)
         try:
             request = decode(
                 message.body,
@@ -335,14 +352,15 @@ class TaskConsumer:
         self.state.total[request.name] += 1
         if self.events is not None and self.events.task_events:
             self._send_received(request)
-        if self._discard_if_stale(delivery):
-            return
-        now = datetime.now(UTC)
-        if request.eta is not None and request.eta > now:
-            delivery.eta = request.eta
-            self._hold(delivery, (request.eta - now).total_seconds())
-            return
-        self.reserved.append(delivery)
+        if request.eta is not None:
+            now = datetime.now(UTC)
+            if request.eta > now:
+                if self._discard_if_stale(delivery):
+                    return
+                delivery.eta = request.eta
+                self._hold(delivery, (request.eta - now).total_seconds())
+                return
+        self.reserved.append(delivery)  # _dispatch discards it if revoked or expired
         self._dispatch()
 
     def _seen_before(self, delivery: Delivery) -> bool:
@@ -353,7 +371,7 @@ class TaskConsumer:
             request.id, lambda outcome: self.post(lambda: self._finished(delivery, outcome))
         )
         if state == "done":
-            delivery.message.ack()
+            self._ack(delivery)
             self.log.info("task_already_done", task=request.name, task_id=request.id)
         elif state == "running":
             self.log.info("task_already_running", task=request.name, task_id=request.id)
@@ -421,18 +439,22 @@ class TaskConsumer:
             content_type=message.content_type,
             delivery_tag=message.delivery_tag,
         )
-        message.reject(requeue=False)
+        self.acks.reject(message, requeue=False)
+
+    def _ack(self, delivery: Delivery) -> None:
+        delivery.acked = True
+        self.acks.ack(delivery.message, delivery.request.id)
 
     def _discard_if_stale(self, delivery: Delivery) -> bool:
         """Ack and record a revoked or expired task instead of running it."""
         request = delivery.request
         if self.state.is_revoked(request.id):
             why = "revoked"
-        elif request.expired(datetime.now(UTC)):
+        elif request.expires is not None and request.expired(datetime.now(UTC)):
             why = "expired"
         else:
             return False
-        delivery.message.ack()
+        self._ack(delivery)
         self.state.processed["revoked"] += 1
         self.log.info("task_revoked", task=request.name, task_id=request.id, why=why)
         self._task_event(
@@ -443,38 +465,50 @@ class TaskConsumer:
         return True
 
     def _dispatch(self) -> None:
+        """Hand reserved tasks to free pool slots: early acks first, all in one flush,
+        so none can start before its ack is on the wire."""
         # Not once a stop is asked for, even before the drain begins: a task finishing in
         # the meantime must not start the next (the solo pool would run them all).
-        while self.reserved and len(self.running) < self.pool.size and not self._stopping.is_set():
+        free = self.pool.size - len(self.running)
+        starting: list[Delivery] = []
+        while self.reserved and len(starting) < free and not self._stopping.is_set():
             delivery = self.reserved.popleft()
             if self._discard_if_stale(delivery) or self._rate_limited(delivery):
                 continue
-            request = delivery.request
-            delivery.started_at = time.time()
             if not delivery.acks_late:
-                delivery.message.ack()
-            self.running[request.id] = delivery
-            self.state.began(request.id)
-            task = self.app.tasks[request.name]
-            job = Job(
-                request.id,
-                request.name,
-                request.args,
-                request.kwargs,
-                # The message's limits win; without them, the task's own apply.
-                soft_time_limit=request.soft_time_limit or task.soft_time_limit,
-                time_limit=request.time_limit or task.time_limit,
-                context={
-                    "id": request.id,
-                    "retries": request.retries,
-                    "root_id": request.root_id,
-                    "parent_id": request.parent_id,
-                    "hostname": self.config.hostname,
-                    "delivery_info": dict(delivery.message.delivery_info or {}),
-                },
-            )
-            self.pool.submit(job, functools.partial(self._job_done, delivery))
-            self._task_event("task-started", uuid=request.id)
+                self._ack(delivery)
+            starting.append(delivery)
+        if not starting:
+            return
+        self.acks.flush()
+        for delivery in starting:
+            self._start(delivery)
+
+    def _start(self, delivery: Delivery) -> None:
+        request = delivery.request
+        delivery.started_at = time.time()
+        self.running[request.id] = delivery
+        self.state.began(request.id)
+        task = self.app.tasks[request.name]
+        job = Job(
+            request.id,
+            request.name,
+            request.args,
+            request.kwargs,
+            # The message's limits win; without them, the task's own apply.
+            soft_time_limit=request.soft_time_limit or task.soft_time_limit,
+            time_limit=request.time_limit or task.time_limit,
+            context={
+                "id": request.id,
+                "retries": request.retries,
+                "root_id": request.root_id,
+                "parent_id": request.parent_id,
+                "hostname": self.config.hostname,
+                "delivery_info": dict(delivery.message.delivery_info or {}),
+            },
+        )
+        self.pool.submit(job, functools.partial(self._job_done, delivery))
+        self._task_event("task-started", uuid=request.id)
 
     # -- completion ----------------------------------------------------------------
 
@@ -529,8 +563,8 @@ class TaskConsumer:
             self._task_event(
                 "task-failed", uuid=request.id, exception=exception, traceback=outcome.traceback
             )
-        if delivery.acks_late and not outcome.lost and not delivery.message.acknowledged:
-            delivery.message.ack()
+        if delivery.acks_late and not outcome.lost and not delivery.acked:
+            self._ack(delivery)
         self.state.processed[outcome.state.lower()] += 1
         self.state.runtimes.observe(outcome.runtime)
         self._dispatch()
@@ -539,7 +573,7 @@ class TaskConsumer:
         """A revoked task killed where it ran: recorded as revoked, never requeued."""
         request = delivery.request
         if delivery.acks_late:
-            delivery.message.ack()
+            self._ack(delivery)
         self.log.info("task_terminated", task=request.name, task_id=request.id)
         self._task_event(
             "task-revoked", uuid=request.id, terminated=True, signum=None, expired=False
@@ -562,10 +596,10 @@ class TaskConsumer:
             requeued=delivery.acks_late and not give_up,
         )
         if delivery.acks_late and not give_up:
-            delivery.message.requeue()
+            self.acks.reject(delivery.message, requeue=True)
             return
         if delivery.acks_late:
-            delivery.message.reject(requeue=False)
+            self.acks.reject(delivery.message, requeue=False)
         # Given up, or acked before it ran (at most once, as documented): the loss is the result.
         if (backend := self._backend_for(request)) is not None:
             backend.store_outcome(outcome)

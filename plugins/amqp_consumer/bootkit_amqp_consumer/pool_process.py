@@ -4,6 +4,10 @@ The parent keeps pending jobs and hands each to an idle child over that child's 
 a job never queues behind a busy child. One supervisor thread waits on every pipe, every
 child's exit fd and a self-pipe (for submit/grow/stop), with the nearest time limit as
 its timeout: it reads outcomes, enforces limits, reaps and replaces children.
+
+While the consumer's loop `watch`es the pipes, the loop reads the outcomes itself
+(`collect`) and the supervisor leaves the pipes alone: an outcome then reaches the
+loop with no thread hand-off, and the next job goes out in the same turn.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import signal
 import threading
 import time
 from collections import deque
+from collections.abc import Collection
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from multiprocessing.context import ForkProcess
@@ -55,6 +60,7 @@ class ProcessPool:
         self._abandon = False  # stop(wait=False): kill everything, report nothing
         self._respawn_at: float | None = None  # a fork failed; try again then
         self._spawned = 0
+        self._watched = False  # the caller's loop reads the pipes (watch/collect)
 
     @property
     def size(self) -> int:
@@ -146,6 +152,36 @@ class ProcessPool:
         """Ids of the jobs running now."""
         with self._lock:
             return [child.job.id for child in self._children if child.job is not None]
+
+    def watch(self) -> list[int]:
+        """The children's pipes, for the caller's loop to watch and `collect` from."""
+        with self._lock:
+            if not self._watched:
+                self._watched = True
+                self._wake_locked()  # the supervisor must stop waiting on them
+            return [c.conn.fileno() for c in self._children if not c.broken]
+
+    def collect(self, ready: Collection[int]) -> None:
+        """Read the outcomes behind `ready`, hand out pending jobs, report (caller's thread)."""
+        reports: list[tuple[Done, Outcome]] = []
+        with self._lock:
+            for child in list(self._children):
+                # poll(): the supervisor may have read it before it learnt of the watch.
+                if not child.broken and child.conn.fileno() in ready and child.conn.poll():
+                    self._receive_locked(child, reports)
+            if self._dispatch_locked():
+                self._wake_locked()  # a new deadline for the supervisor
+            self._reconcile_locked()
+            if self._abandon:
+                reports = []
+        for done, outcome in reports:
+            report_outcome(done, outcome)
+
+    def unwatch(self) -> None:
+        """The supervisor reads the pipes again."""
+        with self._lock:
+            self._watched = False
+            self._wake_locked()
 
     def pids(self) -> list[int]:
         """Pids of the children not yet reaped (busy, idle or retiring)."""
@@ -253,7 +289,8 @@ class ProcessPool:
                     self._wake_r = self._wake_w = -1
                     return
                 waitables: list[Connection | int] = [self._wake_r]
-                waitables += [c.conn for c in self._children if not c.broken]
+                if not self._watched:
+                    waitables += [c.conn for c in self._children if not c.broken]
                 waitables += [c.exit_fd for c in self._children]
                 timeout = self._timeout_locked()
             ready: set[object] = set(wait(waitables, timeout))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import queue
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Protocol
 
 from bootkit import logger
@@ -59,8 +59,34 @@ class Pool(Protocol):
         """Ids of the jobs running now."""
         ...
 
+    def watch(self) -> list[int]:
+        """File descriptors the caller's own event loop watches for outcomes from now
+        on, passing the readable ones to `collect`; [] when the pool reports by itself."""
+        ...
 
-class SoloPool:
+    def collect(self, ready: Collection[int]) -> None:
+        """Report the outcomes waiting behind `ready` (from `watch`), in this thread."""
+        ...
+
+    def unwatch(self) -> None:
+        """The caller stops watching: the pool reports outcomes by itself again."""
+        ...
+
+
+class Reporting:
+    """For pools that always report outcomes by themselves (their own threads)."""
+
+    def watch(self) -> list[int]:
+        return []
+
+    def collect(self, ready: Collection[int]) -> None:
+        pass
+
+    def unwatch(self) -> None:
+        pass
+
+
+class SoloPool(Reporting):
     """Runs each job at once in the caller's thread (the consumer's): no handoff at all."""
 
     kind = "solo"
@@ -103,7 +129,7 @@ class SoloPool:
 _STOP = None
 
 
-class ThreadPool:
+class ThreadPool(Reporting):
     """N threads taking jobs from one queue."""
 
     kind = "threads"

@@ -146,10 +146,10 @@ class ConnectionStep(Step):
     start_timeout: ClassVar[float | None] = 30.0
 
     def start(self, ctx: Context) -> None:
-        from kombu.connection import Connection as KombuConnection
+        from bootkit_amqp_consumer.transport import WorkerConnection
 
         config = ctx.get(WorkerConfig)
-        self.conn = KombuConnection(
+        self.conn = WorkerConnection(
             config.broker,
             heartbeat=config.broker_heartbeat or None,
             transport_options=config.transport_options,

@@ -1,0 +1,173 @@
+"""The AMQP transport the worker consumes through: kombu's py-amqp transport with
+buffered frame reads, and the one place that drains whatever the broker has sent.
+
+py-amqp reads a frame with two or three ``recv`` calls sized to the frame, so a task
+message (method, header and body frames) costs six system calls; under load the
+broker's frames queue up in the socket, and one large read takes them all. Frames
+are parsed from that buffer; a frame that has not fully arrived stays in it, so a
+timeout never loses bytes.
+
+Other kombu transports (Redis, the embedded filesystem broker) are used as they
+are, and so is py-amqp's TLS transport for ``amqps://``.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+from struct import unpack_from
+from typing import Any
+
+from amqp.exceptions import UnexpectedFrame
+from amqp.transport import TCPTransport
+from kombu.connection import Connection
+from kombu.transport import pyamqp
+
+RECV_SIZE = 256 * 1024  # bytes asked of the socket at once
+FRAME_END = 0xCE
+_RETRY = (errno.EAGAIN, errno.EINTR)
+
+
+class BufferedTransport(TCPTransport):  # type: ignore[misc]
+    """A TCP transport that reads the socket in large chunks and parses frames out
+    of its buffer."""
+
+    def _setup_transport(self) -> None:
+        super()._setup_transport()
+        self._buffer = bytearray()
+
+    def frame_ready(self) -> bool:
+        """Whether a whole frame is buffered, so reading it makes no system call."""
+        buffer = self._buffer
+        return len(buffer) >= 8 and len(buffer) >= 8 + unpack_from(">I", buffer, 3)[0]
+
+    def fill_nowait(self) -> bool:
+        """Take what the socket holds now, without waiting; False if it held nothing."""
+        try:
+            data = self.sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:
+            self.connected = False
+            raise
+        if not data:
+            self.connected = False
+            raise OSError("Server unexpectedly closed connection")
+        self._buffer += data
+        return True
+
+    def _fill(self) -> None:
+        """Wait (within the socket's timeout) for more bytes."""
+        initial = not self._buffer
+        while True:
+            try:
+                data = self.sock.recv(RECV_SIZE)
+            except OSError as exc:
+                if exc.errno in _RETRY:
+                    if initial and self.raise_on_initial_eintr:
+                        raise TimeoutError() from None
+                    continue
+                if not isinstance(exc, TimeoutError):
+                    self.connected = False
+                raise
+            if not data:
+                self.connected = False
+                raise OSError("Server unexpectedly closed connection")
+            self._buffer += data
+            return
+
+    def read_frame(self, unpack: Any = None) -> tuple[int, int, bytes]:
+        """The next frame as (type, channel, payload), waiting for it if need be."""
+        buffer = self._buffer
+        while True:
+            if len(buffer) >= 7:
+                frame_type, channel, size = unpack_from(">BHI", buffer)
+                end = 7 + size
+                if len(buffer) > end:
+                    if buffer[end] != FRAME_END:
+                        raise UnexpectedFrame(
+                            f"Received frame_end {buffer[end]:#04x} while expecting 0xce"
+                        )
+                    payload = bytes(buffer[7:end])
+                    del buffer[: end + 1]
+                    return frame_type, channel, payload
+            self._fill()
+
+    def _read(self, n: int, initial: bool = False) -> bytes:
+        """Exactly `n` bytes (the connection handshake reads this way)."""
+        buffer = self._buffer
+        while len(buffer) < n:
+            self._fill()
+        data = bytes(buffer[:n])
+        del buffer[:n]
+        return data
+
+
+class AMQPConnection(pyamqp.Connection):
+    """py-amqp's connection, on a `BufferedTransport` unless TLS is asked for."""
+
+    def Transport(  # noqa: N802 (py-amqp's name)
+        self,
+        host: str,
+        connect_timeout: float | None,
+        ssl: Any = False,
+        read_timeout: float | None = None,
+        write_timeout: float | None = None,
+        socket_settings: Any = None,
+        **kwargs: Any,
+    ) -> Any:
+        if ssl:
+            return super().Transport(
+                host, connect_timeout, ssl, read_timeout, write_timeout, socket_settings, **kwargs
+            )
+        return BufferedTransport(
+            host,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            write_timeout=write_timeout,
+            socket_settings=socket_settings,
+            **kwargs,
+        )
+
+
+class AMQPTransport(pyamqp.Transport):
+    """kombu's ``amqp://`` transport, opening `AMQPConnection`s."""
+
+    Connection = AMQPConnection
+
+
+class WorkerConnection(Connection):
+    """A kombu connection that opens `AMQPTransport` where kombu would open its own
+    py-amqp transport; URLs, ``as_uri`` and ``clone`` stay kombu's."""
+
+    def get_transport_cls(self) -> Any:
+        transport = super().get_transport_cls()  # type: ignore[no-untyped-call]
+        return AMQPTransport if transport is pyamqp.Transport else transport
+
+
+def _buffered(connection: Connection) -> BufferedTransport | None:
+    transport = getattr(getattr(connection, "connection", None), "transport", None)
+    return transport if isinstance(transport, BufferedTransport) else None
+
+
+def frame_ready(connection: Connection) -> bool:
+    """Whether a whole frame already waits in `connection`'s buffer: a select on its
+    socket would not see it (reads made while waiting for a reply can take it in)."""
+    transport = _buffered(connection)
+    return transport is not None and transport.frame_ready()
+
+
+def drain(connection: Connection) -> None:
+    """Handle every frame or message that has arrived on `connection`, never waiting."""
+    transport = _buffered(connection)
+    if transport is not None:
+        amqp = connection.connection
+        transport.fill_nowait()
+        while transport.frame_ready():
+            amqp.blocking_read(None)
+        return
+    while True:  # py-amqp over TLS may hold whole frames in its buffer, unseen by select
+        try:
+            connection.drain_events(timeout=0)
+        except TimeoutError:
+            return
