@@ -17,6 +17,8 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
+from bootkit_amqp_consumer.transport import ack_sender
+
 
 class Acks:
     """Settles the deliveries of one channel, in the order they were received."""
@@ -24,6 +26,7 @@ class Acks:
     def __init__(self, channel: Any, *, coalesce: bool) -> None:
         self.channel = channel
         self.coalesce = coalesce
+        self._send = ack_sender(channel) if coalesce else None
         self._open: deque[int] = deque()  # delivery tags not settled on the wire, oldest first
         self._acked: dict[int, str] = {}  # tag -> task id, acked here but not yet sent
         self._settled: set[int] = set()  # tags in _open settled out of order
@@ -57,7 +60,21 @@ class Acks:
     def flush(self) -> None:
         """Send the acks waiting in the buffer."""
         if not self._acked:
+            if self._settled:  # rejects alone: let the oldest open tag move on
+                self._advance()
             return
+        assert self._send is not None  # acks wait only when coalescing
+        last = self._advance()
+        if last is not None:
+            self._send(last, True)
+        for tag in self._acked:  # behind a delivery still open: one by one
+            self._send(tag, False)
+            self._settled.add(tag)
+        self._acked.clear()
+
+    def _advance(self) -> int | None:
+        """Drop the settled and acked tags at the head of the open ones; the last of
+        them that is acked here, if any."""
         acked, opened, settled = self._acked, self._open, self._settled
         last = None
         while opened:
@@ -70,9 +87,4 @@ class Acks:
             else:
                 break
             opened.popleft()
-        if last is not None:
-            self.channel.basic_ack(last, multiple=True)
-        for tag in acked:  # behind a delivery still open: one by one
-            self.channel.basic_ack(tag)
-            settled.add(tag)
-        acked.clear()
+        return last

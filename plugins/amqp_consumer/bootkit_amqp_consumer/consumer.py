@@ -303,6 +303,7 @@ class TaskConsumer:
             self._clear_wake()
         if outcomes:
             self.pool.collect(readable)
+            self._run_posted()  # freed slots take their next task before intake runs
         drain(self.connection)
 
     def _socket(self) -> Any:

@@ -16,6 +16,7 @@ import contextlib
 import multiprocessing
 import os
 import pickle
+import select
 import signal
 import threading
 import time
@@ -167,7 +168,7 @@ class ProcessPool:
         with self._lock:
             for child in list(self._children):
                 # poll(): the supervisor may have read it before it learnt of the watch.
-                if not child.broken and child.conn.fileno() in ready and child.conn.poll():
+                if not child.broken and child.conn.fileno() in ready and _readable(child.conn):
                     self._receive_locked(child, reports)
             if self._dispatch_locked():
                 self._wake_locked()  # a new deadline for the supervisor
@@ -312,7 +313,8 @@ class ProcessPool:
                 os.read(self._wake_r, 4096)
         reports: list[tuple[Done, Outcome]] = []
         for child in list(self._children):
-            if child.conn in ready and not child.broken:
+            # poll(): the consumer's loop may have read it first (see watch).
+            if child.conn in ready and not child.broken and _readable(child.conn):
                 self._receive_locked(child, reports)
         for child in list(self._children):
             if child.exit_fd in ready:
@@ -416,6 +418,11 @@ def _exit_fd(process: ForkProcess) -> int:
         return os.pidfd_open(process.pid)
     except (AttributeError, OSError):
         return process.sentinel
+
+
+def _readable(conn: Connection) -> bool:
+    """Whether `conn` has data now (one system call; `Connection.poll` builds a selector)."""
+    return bool(select.select([conn.fileno()], [], [], 0)[0])
 
 
 def _signal(child: _Child, signum: signal.Signals) -> None:

@@ -1,5 +1,6 @@
 """The AMQP transport the worker consumes through: kombu's py-amqp transport with
-buffered frame reads, and the one place that drains whatever the broker has sent.
+buffered frame reads and a faster frame handler (`frames`), and the one place that
+drains whatever the broker has sent.
 
 py-amqp reads a frame with two or three ``recv`` calls sized to the frame, so a task
 message (method, header and body frames) costs six system calls; under load the
@@ -14,8 +15,10 @@ are, and so is py-amqp's TLS transport for ``amqps://``.
 from __future__ import annotations
 
 import errno
+import select
 import socket
-from struct import unpack_from
+from collections.abc import Callable
+from struct import Struct, unpack_from
 from typing import Any
 
 from amqp.exceptions import UnexpectedFrame
@@ -23,8 +26,13 @@ from amqp.transport import TCPTransport
 from kombu.connection import Connection
 from kombu.transport import pyamqp
 
+from bootkit_amqp_consumer.frames import frame_handler
+
 RECV_SIZE = 256 * 1024  # bytes asked of the socket at once
 FRAME_END = 0xCE
+# basic.ack as one method frame: type 1, channel, size 13; class 60, method 80,
+# delivery tag, the multiple bit; frame end.
+_ACK = Struct(">BHIHHQBB")
 _RETRY = (errno.EAGAIN, errno.EINTR)
 
 
@@ -43,9 +51,13 @@ class BufferedTransport(TCPTransport):  # type: ignore[misc]
 
     def fill_nowait(self) -> bool:
         """Take what the socket holds now, without waiting; False if it held nothing."""
+        sock = self.sock
+        # With a Python-level timeout set, recv would wait for data despite MSG_DONTWAIT.
+        if sock.gettimeout() is not None and not select.select([sock], [], [], 0)[0]:
+            return False
         try:
-            data = self.sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
-        except (BlockingIOError, InterruptedError):
+            data = sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError, TimeoutError):
             return False
         except OSError:
             self.connected = False
@@ -104,7 +116,12 @@ class BufferedTransport(TCPTransport):  # type: ignore[misc]
 
 
 class AMQPConnection(pyamqp.Connection):
-    """py-amqp's connection, on a `BufferedTransport` unless TLS is asked for."""
+    """py-amqp's connection, on a `BufferedTransport` unless TLS is asked for, with
+    `frames.frame_handler` reading its frames."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("frame_handler", frame_handler)
+        super().__init__(*args, **kwargs)
 
     def Transport(  # noqa: N802 (py-amqp's name)
         self,
@@ -143,6 +160,24 @@ class WorkerConnection(Connection):
     def get_transport_cls(self) -> Any:
         transport = super().get_transport_cls()  # type: ignore[no-untyped-call]
         return AMQPTransport if transport is pyamqp.Transport else transport
+
+
+def ack_sender(channel: Any) -> Callable[[int, bool], None]:
+    """How to send ``basic.ack`` on `channel`: `channel.basic_ack`, or on a
+    `BufferedTransport` one prepacked frame written straight to the socket (the
+    loop thread is the connection's only writer)."""
+    connection = channel.connection
+    transport = connection.transport
+    if not isinstance(transport, BufferedTransport):
+        return lambda tag, multiple: channel.basic_ack(tag, multiple=multiple)
+    channel_id = channel.channel_id
+    pack = _ACK.pack
+
+    def send(tag: int, multiple: bool) -> None:
+        transport.write(pack(1, channel_id, 13, 60, 80, tag, multiple, FRAME_END))
+        connection.bytes_sent += 1  # as py-amqp counts frames sent, for heartbeats
+
+    return send
 
 
 def _buffered(connection: Connection) -> BufferedTransport | None:
