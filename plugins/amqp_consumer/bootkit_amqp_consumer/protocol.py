@@ -151,7 +151,7 @@ def decode(
     if headers is not None and not isinstance(headers, Mapping):
         raise BadMessageError("bad_headers", f"headers are {type(headers).__name__}, not a table")
     try:
-        if content_type == JSON:  # kombu's JSON, with one decoder made once
+        if content_type == JSON and raw:  # kombu's JSON, with one decoder made once
             payload = _JSON.decode(raw.decode("utf-8"))
         else:
             payload = loads(raw, content_type, content_encoding or "utf-8", accept=accept)
