@@ -105,6 +105,10 @@ def kill_group(proc: subprocess.Popen[str]) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
+def _slug(label: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in label)
+
+
 def once(variant: Variant, cwd: Path, counted: bool) -> None:
     """Start, wait for ready, SIGTERM, wait for the end; record both times."""
     node = f"bench-{uuid.uuid4().hex[:12]}@{HOST}"
@@ -117,7 +121,9 @@ def once(variant: Variant, cwd: Path, counted: bool) -> None:
     proc = subprocess.Popen(
         [*variant.command, "-n", node],
         cwd=cwd,
-        env={**variant.env, "BOOTKIT_STATE_DIR": str(cwd / f"state-{node}")},
+        # One state folder per variant, as a deployed worker keeps its own: boots after
+        # the warm-up find their plan kept there (bootkit.plancache).
+        env={**variant.env, "BOOTKIT_STATE_DIR": str(cwd / f"state-{_slug(variant.label)}")},
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -76,9 +76,9 @@ class Session:
         return settings
 
     def plan(self, settings: Settings) -> Any:
-        from bootkit.graph import resolve
+        from bootkit.plancache import plan_for
 
-        return resolve(self.plugins.steps(), settings)
+        return plan_for(self.plugins.steps(), settings)
 
 
 def current_settings(params: dict[str, Any] | None = None) -> Settings:
