@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
-import datetime
 import json
 import os
 import platform
@@ -40,7 +39,7 @@ from pathlib import Path
 
 import redis
 from kombu.connection import Connection
-from peers import PEER_VENV, cold_env, compile_all, peer_python, run, version
+from peers import PEER_VENV, cold_env, compile_all, peer_python, print_context, run, version
 
 REPO = Path(__file__).resolve().parents[1]
 DEADLINE = 30.0  # seconds any one boot or exit may take before the run counts as failed
@@ -338,19 +337,9 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     celery_version = run([str(peer), "-c", "import celery; print(celery.__version__)"])
     ours_all, celery_all, ours_bare, celery_bare = variants
-    cores = f"{os.cpu_count()} cores ({len(os.sched_getaffinity(0))} usable)"
-    load_after = os.getloadavg()
-
-    def loads(values: tuple[float, float, float]) -> str:
-        return ", ".join(f"{x:.2f}" for x in values)
 
     print(f"# worker boot to ready and SIGTERM to exit, bootkit vs Celery ({run_id})")
-    print(f"date:     {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}")
-    print(
-        f"machine:  {cores}, {platform.machine()}, {platform.system()}; load average "
-        f"{loads(load_before)} before, {loads(load_after)} after"
-    )
-    print(f"python:   {platform.python_implementation()} {platform.python_version()}")
+    print_context(load_before)
     print(
         f"versions: bootkit {version('bootkit')}, "
         f"bootkit-amqp-consumer {version('bootkit-amqp-consumer')}, "

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
 import json
 import os
 import platform
@@ -30,15 +29,21 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import types
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
-from boot import delete_queues
-from peers import PEER_VENV, cold_env, compile_all, peer_python, run, version
+from boot import delete_queues, ratio, shown
+from peers import (
+    PEER_VENV,
+    cold_env,
+    prepare,
+    print_context,
+    run,
+    version,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 BACKEND = "redis://127.0.0.1:6379/13"
@@ -241,14 +246,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if options.n < 1 or options.warmup < 0 or options.rounds < 1:
         parser.error("--n and --rounds must be at least 1, --warmup at least 0")
 
-    def on_term(signum: int, frame: types.FrameType | None) -> None:
-        raise SystemExit(128 + signum)  # unwinds through `measure`, which stops its worker
-
-    signal.signal(signal.SIGTERM, on_term)
     load_before = os.getloadavg()
-    peer = peer_python()
-    compile_all(Path(sys.executable), REPO / "bootkit", REPO / "plugins")
-    compile_all(peer, PEER_VENV / "lib")
+    peer = prepare(REPO)  # SIGTERM unwinds through `measure`, which stops its worker
     marker = f"bench-lat-{uuid.uuid4().hex[:8]}"
     rows = [
         Variant(f"{kind} {pool} -c {c}", kind, pool, c)
@@ -286,8 +285,6 @@ def report(
     marker: str,
     load_before: tuple[float, float, float],
 ) -> None:
-    def loads(values: tuple[float, float, float]) -> str:
-        return ", ".join(f"{x:.2f}" for x in values)
 
     def ms(values: list[float]) -> tuple[str, str]:
         if not values:
@@ -297,23 +294,9 @@ def report(
             f"{min(values) * 1000:.2f}-{max(values) * 1000:.2f}",
         )
 
-    def ratio(ours: list[float], theirs: list[float]) -> float | None:
-        if not ours or not theirs:
-            return None
-        return statistics.median(ours) / statistics.median(theirs)
-
-    def shown(value: float | None) -> str:
-        return "n/a" if value is None else f"{value:.2f}"
-
     celery_version = run([str(peer), "-c", "import celery; print(celery.__version__)"])
-    cores = f"{os.cpu_count()} cores ({len(os.sched_getaffinity(0))} usable)"
     print(f"# task round trip with a waiting client, bootkit vs Celery ({marker})")
-    print(f"date:     {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}")
-    print(
-        f"machine:  {cores}, {platform.machine()}, {platform.system()}; load average "
-        f"{loads(load_before)} before, {loads(os.getloadavg())} after"
-    )
-    print(f"python:   {platform.python_implementation()} {platform.python_version()}")
+    print_context(load_before)
     print(
         f"versions: bootkit {version('bootkit')}, "
         f"bootkit-amqp-consumer {version('bootkit-amqp-consumer')}; "

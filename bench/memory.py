@@ -17,26 +17,22 @@ Needs the broker (RabbitMQ on loopback by default) and Redis on 127.0.0.1:6379.
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
-import platform
 import shlex
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import types
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
-from boot import delete_queues
+from boot import delete_queues, shown
 from latency import POOLS, log_tail, start_worker, stop_worker, worker_command
-from peers import PEER_VENV, compile_all, peer_python, run, version
+from peers import prepare, print_context, run, version
 from throughput import BOOTKIT_TASKS, CELERY_TASKS, COUNTER_DB, publish_celery
 
 REPO = Path(__file__).resolve().parents[1]
@@ -150,14 +146,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if options.n < 1 or options.rounds < 1:
         parser.error("--n and --rounds must be at least 1")
 
-    def on_term(signum: int, frame: types.FrameType | None) -> None:
-        raise SystemExit(128 + signum)  # unwinds through `measure`, which stops its worker
-
-    signal.signal(signal.SIGTERM, on_term)
     load_before = os.getloadavg()
-    peer = peer_python()
-    compile_all(Path(sys.executable), REPO / "bootkit", REPO / "plugins")
-    compile_all(peer, PEER_VENV / "lib")
+    peer = prepare(REPO)  # SIGTERM unwinds through `measure`, which stops its worker
     marker = f"bench-mem-{uuid.uuid4().hex[:8]}"
     rows = [
         Variant(f"{kind} {pool} -c {c}", kind, pool, c)
@@ -186,8 +176,6 @@ def report(
     marker: str,
     load_before: tuple[float, float, float],
 ) -> None:
-    def loads(values: tuple[float, float, float]) -> str:
-        return ", ".join(f"{x:.2f}" for x in values)
 
     def rss(samples: list[Sample]) -> float | None:
         return statistics.median(s.rss for s in samples) / MIB if samples else None
@@ -202,18 +190,9 @@ def report(
         mine, other = rss(ours), rss(theirs)
         return None if mine is None or not other else mine / other
 
-    def shown(value: float | None) -> str:
-        return "n/a" if value is None else f"{value:.2f}"
-
     celery_version = run([str(peer), "-c", "import celery; print(celery.__version__)"])
-    cores = f"{os.cpu_count()} cores ({len(os.sched_getaffinity(0))} usable)"
     print(f"# worker memory, idle and after {options.n} tasks, bootkit vs Celery ({marker})")
-    print(f"date:     {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}")
-    print(
-        f"machine:  {cores}, {platform.machine()}, {platform.system()}; load average "
-        f"{loads(load_before)} before, {loads(os.getloadavg())} after"
-    )
-    print(f"python:   {platform.python_implementation()} {platform.python_version()}")
+    print_context(load_before)
     print(
         f"versions: bootkit {version('bootkit')}, "
         f"bootkit-amqp-consumer {version('bootkit-amqp-consumer')}; "

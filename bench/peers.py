@@ -3,14 +3,18 @@ bootkit's), byte-compiling both sides, and a clean environment for timed process
 
 from __future__ import annotations
 
+import datetime
 import importlib.metadata
 import os
+import platform
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import FrameType
 
 PEER_VENV = Path(tempfile.gettempdir()) / "bootkit-bench-peers"
 CELERY = "celery[redis]==5.7.0"  # the extra brings what kombu's Redis transport imports
@@ -73,3 +77,29 @@ def version(distribution: str) -> str:
         return importlib.metadata.version(distribution)
     except importlib.metadata.PackageNotFoundError:
         return "not installed"
+
+
+def print_context(load_before: tuple[float, float, float]) -> None:
+    """The date, machine and interpreter lines every benchmark's report starts with."""
+    cores = f"{os.cpu_count()} cores ({len(os.sched_getaffinity(0))} usable)"
+    loads = [", ".join(f"{x:.2f}" for x in values) for values in (load_before, os.getloadavg())]
+    print(f"date:     {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}")
+    print(
+        f"machine:  {cores}, {platform.machine()}, {platform.system()}; load average "
+        f"{loads[0]} before, {loads[1]} after"
+    )
+    print(f"python:   {platform.python_implementation()} {platform.python_version()}")
+
+
+def prepare(repo: Path) -> Path:
+    """Set a benchmark up: SIGTERM unwinds (so workers are stopped and queues deleted),
+    both sides are byte-compiled, and the peers' python is returned."""
+
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_term)
+    peer = peer_python()
+    compile_all(Path(sys.executable), repo / "bootkit", repo / "plugins")
+    compile_all(peer, PEER_VENV / "lib")
+    return peer

@@ -62,10 +62,7 @@ class BufferedTransport(TCPTransport):  # type: ignore[misc]
         except OSError:
             self.connected = False
             raise
-        if not data:
-            self.connected = False
-            raise OSError("Server unexpectedly closed connection")
-        self._buffer += data
+        self._take(data)
         return True
 
     def _fill(self) -> None:
@@ -82,11 +79,14 @@ class BufferedTransport(TCPTransport):  # type: ignore[misc]
                 if not isinstance(exc, TimeoutError):
                     self.connected = False
                 raise
-            if not data:
-                self.connected = False
-                raise OSError("Server unexpectedly closed connection")
-            self._buffer += data
+            self._take(data)
             return
+
+    def _take(self, data: bytes) -> None:
+        if not data:  # recv returns nothing only once the peer has closed
+            self.connected = False
+            raise OSError("Server unexpectedly closed connection")
+        self._buffer += data
 
     def read_frame(self, unpack: Any = None) -> tuple[int, int, bytes]:
         """The next frame as (type, channel, payload), waiting for it if need be."""
