@@ -24,7 +24,6 @@ class Acks:
     """Settles the deliveries of one channel, in the order they were received."""
 
     def __init__(self, channel: Any, *, coalesce: bool) -> None:
-        self.channel = channel
         self.coalesce = coalesce
         self._send = ack_sender(channel) if coalesce else None
         self._open: deque[int] = deque()  # delivery tags not settled on the wire, oldest first

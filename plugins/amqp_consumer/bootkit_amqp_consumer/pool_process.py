@@ -167,7 +167,7 @@ class ProcessPool:
         reports: list[tuple[Done, Outcome]] = []
         with self._lock:
             for child in list(self._children):
-                # poll(): the supervisor may have read it before it learnt of the watch.
+                # Check first: the supervisor may have read it before it learnt of the watch.
                 if not child.broken and child.conn.fileno() in ready and _readable(child.conn):
                     self._receive_locked(child, reports)
             if self._dispatch_locked():
@@ -313,7 +313,7 @@ class ProcessPool:
                 os.read(self._wake_r, 4096)
         reports: list[tuple[Done, Outcome]] = []
         for child in list(self._children):
-            # poll(): the consumer's loop may have read it first (see watch).
+            # Check first: the consumer's loop may have read it already (see watch).
             if child.conn in ready and not child.broken and _readable(child.conn):
                 self._receive_locked(child, reports)
         for child in list(self._children):

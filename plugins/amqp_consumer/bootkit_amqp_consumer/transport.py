@@ -105,15 +105,6 @@ class BufferedTransport(TCPTransport):  # type: ignore[misc]
                     return frame_type, channel, payload
             self._fill()
 
-    def _read(self, n: int, initial: bool = False) -> bytes:
-        """Exactly `n` bytes (the connection handshake reads this way)."""
-        buffer = self._buffer
-        while len(buffer) < n:
-            self._fill()
-        data = bytes(buffer[:n])
-        del buffer[:n]
-        return data
-
 
 class AMQPConnection(pyamqp.Connection):
     """py-amqp's connection, on a `BufferedTransport` unless TLS is asked for, with

@@ -26,22 +26,10 @@ from kombu.entity import Queue
 from kombu.messaging import Consumer, Producer
 
 from bootkit_amqp_consumer.acks import Acks
-from bootkit_amqp_consumer.transport import WorkerConnection
+from test_transport import connect
 
-URL = "amqp://guest:guest@127.0.0.1:5672//"
 TIMEOUT = 4.0  # every wait below gives up after this long
 PREFETCH = 50
-
-
-def connect() -> Any:
-    """A connected `WorkerConnection`; fails the test (never skips it) when RabbitMQ is down."""
-    conn = WorkerConnection(URL, connect_timeout=2)
-    try:
-        conn.connect()
-    except Exception as exc:
-        conn.release()
-        pytest.fail(f"RabbitMQ is not reachable at {URL}: {type(exc).__name__}: {exc}")
-    return conn
 
 
 def task_id(body: bytes) -> str:
