@@ -368,8 +368,12 @@ class TaskConsumer:
         """A redelivery of a task this worker runs or ran (its ack was lost with an
         earlier connection): wait for that run, or acknowledge it; never run it twice."""
         request = delivery.request
+        redelivered = bool((delivery.message.delivery_info or {}).get("redelivered"))
         state = self.state.adopt(
-            request.id, lambda outcome: self.post(lambda: self._finished(delivery, outcome))
+            request.id,
+            lambda outcome: self.post(lambda: self._finished(delivery, outcome)),
+            redelivered=redelivered,
+            retries=request.retries,
         )
         if state == "done":
             self._ack(delivery)
@@ -445,6 +449,7 @@ class TaskConsumer:
     def _ack(self, delivery: Delivery) -> None:
         delivery.acked = True
         self.acks.ack(delivery.message, delivery.request.id)
+        self.state.acknowledged(delivery.request.id, delivery.request.retries)
 
     def _discard_if_stale(self, delivery: Delivery) -> bool:
         """Ack and record a revoked or expired task instead of running it."""

@@ -15,6 +15,7 @@ from bootkit_amqp_consumer.clock import LamportClock
 REVOKES_MAX = 50_000  # revoked ids kept; the oldest go first (as Celery's default)
 REVOKE_EXPIRES = 10_800.0  # seconds a revoked id is kept (as Celery's default)
 DONE_UNACKED_MAX = 10_000  # finished tasks whose ack was lost, remembered for redelivery
+ACKED_MAX = 10_000  # tasks whose message was acknowledged, remembered for redelivery
 
 
 RUNTIME_BOUNDS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -66,6 +67,11 @@ class WorkerState:
     # Tasks that ran to the end after the consumer that took them was gone (their ack
     # went with its connection): their redelivery is acknowledged, not run again.
     done_unacked: OrderedDict[str, float] = field(default_factory=OrderedDict)
+    # Tasks whose message this worker acknowledged, the latest ACKED_MAX: an ack written
+    # just before the broker dropped the connection is lost with it, and the broker
+    # redelivers the message; that redelivery is acknowledged, not run again. Keyed by
+    # (id, retries): a retry is a new message with the same id.
+    acked: OrderedDict[tuple[str, int], None] = field(default_factory=OrderedDict)
     # Sections other plugins add to `inspect stats` (name -> what to report).
     stats_sections: dict[str, Callable[[], Any]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -98,14 +104,34 @@ class WorkerState:
             while len(self.done_unacked) > DONE_UNACKED_MAX:
                 self.done_unacked.popitem(last=False)
 
-    def adopt(self, task_id: str, on_outcome: Callable[[Any], object]) -> str:
+    def acknowledged(self, task_id: str, retries: int) -> None:
+        """The message of `task_id` (its try `retries`) was acknowledged; the ack may
+        yet be lost."""
+        key = (task_id, retries)
+        with self.lock:
+            self.acked[key] = None
+            self.acked.move_to_end(key)
+            if len(self.acked) > ACKED_MAX:
+                self.acked.popitem(last=False)
+
+    def adopt(
+        self,
+        task_id: str,
+        on_outcome: Callable[[Any], object],
+        *,
+        redelivered: bool = False,
+        retries: int = 0,
+    ) -> str:
         """A delivery of `task_id` arrived: "running" (it is in the pool; `on_outcome`
-        will get the outcome), "done" (it ran to the end already), or "" (run it)."""
+        will get the outcome), "done" (it ran to the end already, or this is the
+        broker's redelivery of a message acknowledged here), or "" (run it)."""
         with self.lock:
             if task_id in self.in_pool:
                 self.in_pool[task_id] = on_outcome
                 return "running"
             if self.done_unacked.pop(task_id, None) is not None:
+                return "done"
+            if redelivered and (task_id, retries) in self.acked:
                 return "done"
             return ""
 
