@@ -11,6 +11,7 @@ datetimes; decimals as ``Decimal``), so kombu and the consumer see no difference
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -23,6 +24,9 @@ from amqp.exceptions import FrameSyntaxError, UnexpectedFrame
 
 _LONG = Struct(">I").unpack_from
 CONTENT_METHODS = frozenset((spec.Basic.Return, spec.Basic.Deliver, spec.Basic.GetOk))
+DELIVER = spec.Basic.Deliver
+# basic.deliver's arguments after the consumer tag: delivery tag, the redelivered bit.
+_DELIVERY = Struct(">QB").unpack_from
 
 # Basic's properties in wire order: flag bit, name, kind ("s" shortstr, "o" octet,
 # "F" table, "T" 64-bit timestamp).
@@ -212,7 +216,33 @@ def frame_handler(connection: Any, callback: Callback) -> Callable[[tuple[int, i
             return False
         expected[channel] = 1
         del partial[channel]
-        callback(channel, message.frame_method, message.frame_args, message)
+        if message.frame_method == DELIVER:
+            deliver(channel, message)
+        else:
+            callback(channel, message.frame_method, message.frame_args, message)
         return True
+
+    def deliver(channel_id: int, message: Message) -> None:
+        # py-amqp's dispatch_method for basic.deliver, its arguments read inline; a
+        # closing channel, or a caller waiting for a delivery, is left to py-amqp.
+        payload = message.frame_args
+        channel = (connection.channels or {}).get(channel_id)
+        if channel is None or channel.is_closing or DELIVER in channel._pending:
+            callback(channel_id, DELIVER, payload, message)
+            return
+        if channel.auto_decode and "content_encoding" in message.properties:
+            with contextlib.suppress(Exception):  # as py-amqp: undecodable stays bytes
+                message.body = message.body.decode(message.properties["content_encoding"])
+        listener = channel._callbacks.get(DELIVER)
+        if listener is None:
+            return
+        end = 5 + payload[4]
+        consumer_tag = payload[5:end].decode("utf-8", "surrogatepass")
+        delivery_tag, bits = _DELIVERY(payload, end)
+        offset = end + 10 + payload[end + 9]
+        exchange = payload[end + 10 : offset].decode("utf-8", "surrogatepass")
+        end = offset + 1 + payload[offset]
+        routing_key = payload[offset + 1 : end].decode("utf-8", "surrogatepass")
+        listener(consumer_tag, delivery_tag, bool(bits & 1), exchange, routing_key, message)
 
     return on_frame

@@ -33,6 +33,7 @@ FRAME_END = 0xCE
 # basic.ack as one method frame: type 1, channel, size 13; class 60, method 80,
 # delivery tag, the multiple bit; frame end.
 _ACK = Struct(">BHIHHQBB")
+_HEADER = Struct(">BHI").unpack_from  # frame type, channel, payload size
 _RETRY = (errno.EAGAIN, errno.EINTR)
 
 
@@ -88,22 +89,27 @@ class BufferedTransport(TCPTransport):  # type: ignore[misc]
             raise OSError("Server unexpectedly closed connection")
         self._buffer += data
 
+    def next_frame(self) -> tuple[int, int, bytes] | None:
+        """The next frame in the buffer as (type, channel, payload); None when no
+        whole frame is there (the socket is not read)."""
+        buffer = self._buffer
+        if len(buffer) < 7:
+            return None
+        frame_type, channel, size = _HEADER(buffer)
+        end = 7 + size
+        if len(buffer) <= end:
+            return None
+        if buffer[end] != FRAME_END:
+            raise UnexpectedFrame(f"Received frame_end {buffer[end]:#04x} while expecting 0xce")
+        payload = bytes(buffer[7:end])
+        del buffer[: end + 1]
+        return frame_type, channel, payload
+
     def read_frame(self, unpack: Any = None) -> tuple[int, int, bytes]:
         """The next frame as (type, channel, payload), waiting for it if need be."""
-        buffer = self._buffer
-        while True:
-            if len(buffer) >= 7:
-                frame_type, channel, size = unpack_from(">BHI", buffer)
-                end = 7 + size
-                if len(buffer) > end:
-                    if buffer[end] != FRAME_END:
-                        raise UnexpectedFrame(
-                            f"Received frame_end {buffer[end]:#04x} while expecting 0xce"
-                        )
-                    payload = bytes(buffer[7:end])
-                    del buffer[: end + 1]
-                    return frame_type, channel, payload
+        while (frame := self.next_frame()) is None:
             self._fill()
+        return frame
 
 
 class AMQPConnection(pyamqp.Connection):
@@ -187,10 +193,12 @@ def drain(connection: Connection) -> None:
     """Handle every frame or message that has arrived on `connection`, never waiting."""
     transport = _buffered(connection)
     if transport is not None:
-        amqp = connection.connection
         transport.fill_nowait()
-        while transport.frame_ready():
-            amqp.blocking_read(None)
+        # What py-amqp's blocking_read does for each frame, less its timeout set-up:
+        # these frames are in the buffer already.
+        on_frame = connection.connection.on_inbound_frame
+        while (frame := transport.next_frame()) is not None:
+            on_frame(frame)
         return
     while True:  # py-amqp over TLS may hold whole frames in its buffer, unseen by select
         try:

@@ -173,6 +173,40 @@ def test_many_messages_drained_arrive_in_order_and_none_is_lost(amqp: Any, queue
     assert received == sent
 
 
+def test_a_delivery_reads_as_py_amqp_reads_it(amqp: Any, queue_name: str) -> None:
+    # basic.deliver's arguments are read inline (frames.frame_handler): a named
+    # exchange, a routing key that is not ASCII and a redelivery come out as
+    # py-amqp's own reader gives them.
+    exchange, key = f"test-transport-x-{uuid.uuid4().hex[:6]}", "clé-ünïcode"
+    channel = amqp.channel()
+    channel.exchange_declare(exchange, "direct", auto_delete=True)
+    channel.queue_bind(queue_name, exchange, key)
+    Producer(channel).publish(b"once", exchange=exchange, routing_key=key)
+    received: list[Any] = []
+
+    def on_message(message: Any) -> None:
+        received.append(message)
+        if len(received) == 1:
+            message.requeue()
+
+    consumer = Consumer(channel, [Queue(queue_name, no_declare=True)], on_message=on_message)
+    consumer.consume()
+    drain_until(amqp, lambda: len(received) == 2)
+
+    first, again = (m.delivery_info for m in received)
+    tag = consumer._active_tags[queue_name]  # kombu keeps the tag there
+    assert first == {
+        "consumer_tag": tag,
+        "delivery_tag": 1,
+        "redelivered": False,
+        "exchange": exchange,
+        "routing_key": key,
+    }
+    assert again == {**first, "delivery_tag": 2, "redelivered": True}
+    assert received[1].body == b"once"
+    received[1].ack()
+
+
 def test_a_body_larger_than_a_read_and_a_frame_arrives_intact(amqp: Any, queue_name: str) -> None:
     body = os.urandom(3 * 1024 * 1024)
     frame_max = amqp.connection.frame_max
