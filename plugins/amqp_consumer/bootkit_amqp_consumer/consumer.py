@@ -125,7 +125,7 @@ class TaskConsumer:
         self.consumer: Any = None
         self.qos: Any = None
         self.acks: Acks = Acks(None, coalesce=False)
-        self._loop_thread: int | None = None
+        self._waiting = False  # the loop is (about to be) blocked: a post must wake it
         self.log = logger().bind(hostname=config.hostname)
 
     # -- set-up, called from the step's start ------------------------------------------
@@ -200,10 +200,11 @@ class TaskConsumer:
             if self._closed:
                 return False
             self._inbox.put(callback)
-            if threading.get_ident() == self._loop_thread:
-                return True  # the loop runs its inbox before it waits again
-            with contextlib.suppress(BlockingIOError):  # a full pipe: the loop is awake
-                os.write(self._wake_w, b"x")
+            # A loop that is not waiting runs its inbox before it waits again: it looks
+            # at the inbox after raising `_waiting` (see _wait), so no post is missed.
+            if self._waiting:
+                with contextlib.suppress(BlockingIOError):  # a full pipe: it is awake
+                    os.write(self._wake_w, b"x")
         return True
 
     def run(self) -> None:
@@ -213,7 +214,6 @@ class TaskConsumer:
             BrokerConnectionLostError: the connection failed; nothing was acked twice.
         """
         errors = tuple(self.connection.connection_errors) + tuple(self.connection.channel_errors)
-        self._loop_thread = threading.get_ident()
         try:
             while True:
                 self._run_posted()
@@ -290,15 +290,19 @@ class TaskConsumer:
     def _wait(self, timeout: float) -> None:
         sock = self._socket()
         if sock is None:
-            # Virtual transports (Redis, filesystem) poll inside drain_events.
+            # Virtual transports (Redis, filesystem) poll inside drain_events, which the
+            # wake pipe cannot interrupt: posts wait at most 50 ms.
             with contextlib.suppress(TimeoutError):
                 self.connection.drain_events(timeout=0.05 if self._inbox.empty() else 0)
-            self._clear_wake()
             return
-        if frame_ready(self.connection):
-            timeout = 0
         outcomes = self.pool.watch()  # a process pool's pipes: outcomes come straight here
-        readable, _, _ = select.select([sock, self._wake_r, *outcomes], [], [], timeout)
+        self._waiting = True
+        if not self._inbox.empty() or frame_ready(self.connection):
+            timeout = 0
+        try:
+            readable, _, _ = select.select([sock, self._wake_r, *outcomes], [], [], timeout)
+        finally:
+            self._waiting = False
         if self._wake_r in readable:
             self._clear_wake()
         if outcomes:
@@ -311,11 +315,9 @@ class TaskConsumer:
         return getattr(transport, "sock", None)
 
     def _clear_wake(self) -> None:
-        try:
-            while os.read(self._wake_r, 4096):
-                pass
-        except BlockingIOError:
-            pass
+        # One read: wake-ups left over make the next select return at once, harmlessly.
+        with contextlib.suppress(BlockingIOError):
+            os.read(self._wake_r, 4096)
 
     def _heartbeat(self) -> None:
         if self.connection.heartbeat:
