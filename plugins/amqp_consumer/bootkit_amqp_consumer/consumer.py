@@ -51,6 +51,10 @@ from bootkit_amqp_consumer.state import WorkerState
 from bootkit_amqp_consumer.timer import Timer
 from bootkit_amqp_consumer.transport import drain, frame_ready
 
+# Seconds the broker's frames may wait while every pool slot is busy and tasks are
+# waiting for one (see TaskConsumer._wait).
+INTAKE_DELAY = 0.05
+
 
 @dataclass
 class Delivery:
@@ -296,11 +300,22 @@ class TaskConsumer:
                 self.connection.drain_events(timeout=0.05 if self._inbox.empty() else 0)
             return
         outcomes = self.pool.watch()  # a process pool's pipes: outcomes come straight here
+        waited = [self._wake_r, *outcomes]
+        if self.reserved and len(self.running) >= self.pool.size:
+            # Every slot is busy and tasks are waiting for one: what the broker sends
+            # now can wait for the next outcome (the drain below reads it then), so a
+            # delivery costs no wake-up of its own. Control requests and heartbeats
+            # wait at most INTAKE_DELAY.
+            timeout = min(timeout, INTAKE_DELAY)
+        else:
+            waited.append(sock)
+            if frame_ready(self.connection):
+                timeout = 0
         self._waiting = True
-        if not self._inbox.empty() or frame_ready(self.connection):
+        if not self._inbox.empty():
             timeout = 0
         try:
-            readable, _, _ = select.select([sock, self._wake_r, *outcomes], [], [], timeout)
+            readable, _, _ = select.select(waited, [], [], timeout)
         finally:
             self._waiting = False
         if self._wake_r in readable:

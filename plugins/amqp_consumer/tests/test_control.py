@@ -3,6 +3,7 @@ and Celery's ping, against real worker subprocesses on RabbitMQ and Redis."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,30 @@ def test_revoked_task_is_not_run(
     with pytest.raises(TaskRevokedError):
         held.get(timeout=WAIT)
     assert done(ledger) == ["after"]
+
+
+@pytest.mark.parametrize("pool", ["threads", "prefork"])
+def test_a_worker_with_every_slot_busy_still_answers_control_at_once(
+    start_worker: StartWorker, client: App, ledger: Path, queue: str, pool: str
+) -> None:
+    # While every slot is busy and a task waits for one, the loop reads the broker only
+    # when a task ends or after INTAKE_DELAY: a revoke must still land long before.
+    worker = start_worker(pool=pool, concurrency=1)
+    busy = client.send_task(WORK, [str(ledger), "busy", 3.0])
+    waiting = client.send_task(WORK, [str(ledger), "waiting"])
+    wait_for_events(worker, "task_received", 2)
+
+    asked = time.monotonic()
+    client.revoke(waiting.id)
+    wait_for_events(worker, "tasks_revoked", 1)
+    answered = time.monotonic() - asked
+
+    assert done(ledger) == [], "the busy task ended first: the revoke was not handled while busy"
+    assert answered < 1.0
+    assert busy.get(timeout=WAIT) == "busy"
+    with pytest.raises(TaskRevokedError):
+        waiting.get(timeout=WAIT)
+    assert done(ledger) == ["busy"]
 
 
 def test_celery_control_revokes_and_pings(
