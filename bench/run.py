@@ -3,7 +3,7 @@ peers, and bench/RESULTS.md rewritten with their tables and a summary of the tar
 
     uv run --no-sync python bench/run.py [--out bench/RESULTS.md] [--only NAME ...]
 
-Sizes are chosen so that the run takes about 15 minutes on 2 cores; each script can
+Sizes are chosen so that the run takes 15 to 18 minutes on 2 cores; each script can
 be run alone with bigger ones (see bench/README.md). A script that fails is reported
 in the file with its exit code and the end of its error output, and the run goes on.
 """
@@ -38,7 +38,9 @@ SUITE = (
     Part(
         "throughput",
         "Worker throughput on RabbitMQ",
-        ("throughput.py", "--n", "10000", "--rounds", "3"),
+        # More, shorter rounds: this machine's speed swings by 2x from minute to
+        # minute, and a median of many alternations is what evens that out.
+        ("throughput.py", "--n", "5000", "--rounds", "6"),
     ),
     Part(
         "throughput-redis",
