@@ -130,6 +130,7 @@ class TaskConsumer:
         self.qos: Any = None
         self.acks: Acks = Acks(None, coalesce=False)
         self._waiting = False  # the loop is (about to be) blocked: a post must wake it
+        self._socket: Any = None  # the AMQP connection's socket, when it has one
         self.log = logger().bind(hostname=config.hostname)
 
     # -- set-up, called from the step's start ------------------------------------------
@@ -292,10 +293,10 @@ class TaskConsumer:
             callback()
 
     def _wait(self, timeout: float) -> None:
-        sock = self._socket()
-        if sock is None:
-            # Virtual transports (Redis, filesystem) poll inside drain_events, which the
-            # wake pipe cannot interrupt: posts wait at most 50 ms.
+        broker = self._broker_fds()
+        if broker is None:
+            # Memory and filesystem transports poll inside drain_events, which the wake
+            # pipe cannot interrupt: posts wait at most 50 ms.
             with contextlib.suppress(TimeoutError):
                 self.connection.drain_events(timeout=0.05 if self._inbox.empty() else 0)
             return
@@ -308,7 +309,7 @@ class TaskConsumer:
             # wait at most INTAKE_DELAY.
             timeout = min(timeout, INTAKE_DELAY)
         else:
-            waited.append(sock)
+            waited += broker
             if frame_ready(self.connection):
                 timeout = 0
         self._waiting = True
@@ -323,11 +324,28 @@ class TaskConsumer:
         if outcomes:
             self.pool.collect(readable)
             self._run_posted()  # freed slots take their next task before intake runs
-        drain(self.connection)
+        if self._socket is not None:
+            drain(self.connection)
+        elif not readable or any(fd in readable for fd in broker):
+            # Kombu's Redis poller reads one reply a call, and does its upkeep (such as
+            # restoring unacknowledged messages) when it finds none: so that upkeep runs
+            # on idle turns, as it does when kombu waits, and not after every message.
+            with contextlib.suppress(TimeoutError):
+                self.connection.drain_events(timeout=0)
 
-    def _socket(self) -> Any:
-        transport = getattr(self.connection, "connection", None)
-        return getattr(transport, "sock", None)
+    def _broker_fds(self) -> list[Any] | None:
+        """What to wait on for the broker: the AMQP socket, or the sockets kombu's Redis
+        poller has a command out on; None for transports that can only be polled."""
+        self._socket = getattr(getattr(self.connection, "connection", None), "sock", None)
+        if self._socket is not None:
+            return [self._socket]
+        cycle: Any = getattr(self.connection.transport, "cycle", None)
+        if not hasattr(cycle, "on_poll_start"):
+            return None
+        # A BRPOP goes out while the prefetch count leaves room and is paused while it
+        # does not, as when kombu waits itself.
+        cycle.on_poll_start()
+        return list(cycle.fds)
 
     def _clear_wake(self) -> None:
         # One read: wake-ups left over make the next select return at once, harmlessly.
