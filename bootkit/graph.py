@@ -14,6 +14,7 @@ import gc
 import re
 from collections import defaultdict
 from collections.abc import Sequence
+from itertools import chain
 
 import networkx as nx
 
@@ -38,8 +39,9 @@ from bootkit.plan import (
 )
 
 NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z_][A-Za-z0-9_-]*)+$")
-_DECLARATIONS = ("requires", "after", "before", "wants", "replaces")
+_DECLARATIONS = ("requires", "after", "before", "wants", "replaces")  # as read below
 _ENABLED = (Status.ENABLED, "")
+_TUPLE, _STR = {tuple}, {str}
 _KIND_ORDER = {kind: rank for rank, kind in enumerate(sorted(EdgeKind, key=lambda k: k.value))}
 
 
@@ -62,10 +64,13 @@ def resolve(installed: Sequence[InstalledStep], settings: Settings) -> Plan:
 
 class _Resolver:
     def __init__(self, installed: Sequence[InstalledStep], settings: Settings) -> None:
-        for item in installed:
-            _check_declaration(item)
+        names = [_check_declaration(item) for item in installed]
         self.settings = settings
-        self.installed = sorted(installed, key=_installed_key)
+        if len(set(names)) == len(names):  # the usual case: the name alone orders them
+            order = sorted(range(len(names)), key=names.__getitem__)
+            self.installed = [installed[i] for i in order]
+        else:
+            self.installed = sorted(installed, key=_installed_key)
         self.winners: dict[str, InstalledStep] = {}
         self.status: dict[str, tuple[Status, str]] = {}
         self.replaced: list[tuple[InstalledStep, str]] = []
@@ -359,45 +364,79 @@ class _Resolver:
                 host=host,
                 parent=winners[host].cls.blueprint if host else None,
             )
-        wave_of: dict[str, int] = {}
-        position_of: dict[str, int] = {}
-        rank: dict[str, int] = {}  # start rank across blueprints, blueprints by name
-        for bp_plan in blueprints.values():
-            for number, members in enumerate(bp_plan.waves):
-                for name in members:
-                    wave_of[name] = number
-            for position, name in enumerate(bp_plan.order):
-                position_of[name] = position
-                rank[name] = len(rank)
-        last = len(rank)
-        keyed: list[tuple[tuple[str, int, str, str], PlannedStep]] = []
+        # Steps by blueprint; in each, the enabled ones in start order, then the others
+        # by name.
+        status, replaced_names = self.status, self.replaced_names
+        others: list[tuple[tuple[str, str, str], PlannedStep]] = []
         for name, item in winners.items():
-            state, reason = self.status[name]
-            planned = PlannedStep(
-                item,
-                state,
-                reason,
-                wave_of.get(name),
-                position_of.get(name),
-                tuple(self.replaced_names.get(name, ())),
-            )
-            keyed.append(((item.cls.blueprint, rank.get(name, last), name, state.value), planned))
+            state, reason = status[name]
+            if state is not Status.ENABLED:
+                replaced = tuple(replaced_names.get(name, ()))
+                planned = PlannedStep(item, state, reason, replaced=replaced)
+                others.append(((item.cls.blueprint, name, state.value), planned))
         for item, by in self.replaced:
             planned = PlannedStep(item, Status.REPLACED, f"replaced by {by!r}")
-            keyed.append(((item.cls.blueprint, last, item.cls.name, "replaced"), planned))
-        keyed.sort(key=_first)
-        flat = [edge for group in edges.values() for edge in group]
-        flat.sort(
-            key=lambda e: (rank[e.source], rank[e.target], _KIND_ORDER[e.kind], e.declared_by)
-        )
-        return Plan(tuple(p for _, p in keyed), blueprints, tuple(flat), dict(self.aliases))
+            others.append(((item.cls.blueprint, item.cls.name, "replaced"), planned))
+        others.sort(key=_first)
+        steps: list[PlannedStep] = []
+        rank: dict[str, int] = {}  # start rank across blueprints, blueprints by name
+        enabled, later = Status.ENABLED, 0
+        for bp, bp_plan in blueprints.items():
+            position = 0
+            for number, members in enumerate(bp_plan.waves):
+                for name in members:
+                    former = replaced_names.get(name)
+                    steps.append(
+                        PlannedStep(
+                            winners[name],
+                            enabled,
+                            "",
+                            number,
+                            position,
+                            tuple(former) if former else (),
+                        )
+                    )
+                    rank[name] = len(rank)
+                    position += 1
+            while later < len(others) and others[later][0][0] == bp:
+                steps.append(others[later][1])
+                later += 1
+        plan_edges = _ordered_edges(edges, rank)
+        return Plan(tuple(steps), blueprints, plan_edges, dict(self.aliases))
 
 
-def _first(pair: tuple[tuple[str, int, str, str], PlannedStep]) -> tuple[str, int, str, str]:
+def _ordered_edges(
+    edges: dict[tuple[str, str], list[Edge]], rank: dict[str, int]
+) -> tuple[Edge, ...]:
+    """Edges by the start rank of their source, then of their target, then kind and
+    declaring step (only steps joined by more than one edge need that last sort)."""
+    width = len(rank)
+    keyed = [
+        (rank[source] * width + rank[target], group) for (source, target), group in edges.items()
+    ]
+    keyed.sort(key=_first_int)
+    flat: list[Edge] = []
+    for _, group in keyed:
+        if len(group) > 1:
+            group.sort(key=_edge_tiebreak)
+        flat += group
+    return tuple(flat)
+
+
+def _first_int(pair: tuple[int, list[Edge]]) -> int:
     return pair[0]
 
 
-def _check_declaration(item: InstalledStep) -> None:
+def _edge_tiebreak(edge: Edge) -> tuple[int, str]:
+    return (_KIND_ORDER[edge.kind], edge.declared_by)
+
+
+def _first(pair: tuple[tuple[str, str, str], PlannedStep]) -> tuple[str, str, str]:
+    return pair[0]
+
+
+def _check_declaration(item: InstalledStep) -> str:
+    """The step's name, once its declarations are of the right types."""
     cls = item.cls
     name = getattr(cls, "name", None)
     if type(name) is not str or not NAME_PATTERN.match(name):
@@ -409,15 +448,17 @@ def _check_declaration(item: InstalledStep) -> None:
         raise GraphError(
             f"{_where(item)} ({name}) has no blueprint; set blueprint = 'worker' or similar"
         )
-    for attr in _DECLARATIONS:
-        value = getattr(cls, attr)
-        # Only tuples: a set would make edges, and so cycle reports, follow hash order.
-        if type(value) is tuple and (not value or all(type(v) is str for v in value)):
-            continue
-        raise GraphError(
-            f"{_where(item)} ({name}): {attr} must be a tuple of step names, got {value!r}; "
-            f"write {attr} = ('other.step',)"
-        )
+    declared = (cls.requires, cls.after, cls.before, cls.wants, cls.replaces)
+    # Only tuples: a set would make edges, and so cycle reports, follow hash order.
+    if {*map(type, declared)} == _TUPLE and {*map(type, chain.from_iterable(declared))} <= _STR:
+        return name
+    for attr, value in zip(_DECLARATIONS, declared, strict=True):
+        if type(value) is not tuple or not all(type(v) is str for v in value):
+            raise GraphError(
+                f"{_where(item)} ({name}): {attr} must be a tuple of step names, got "
+                f"{value!r}; write {attr} = ('other.step',)"
+            )
+    return name
 
 
 def _installed_key(item: InstalledStep) -> tuple[str, str, str]:
