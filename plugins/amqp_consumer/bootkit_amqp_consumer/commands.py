@@ -22,8 +22,9 @@ from kombu.utils.url import maybe_sanitize_url
 
 from bootkit import Context, logger
 from bootkit_amqp_consumer.app import App
-from bootkit_amqp_consumer.consumer import Delivery, TaskConsumer
+from bootkit_amqp_consumer.consumer import TaskConsumer
 from bootkit_amqp_consumer.control import Command
+from bootkit_amqp_consumer.delivery import Delivery
 from bootkit_amqp_consumer.events import EventDispatcher, sw_version
 from bootkit_amqp_consumer.options import WorkerConfig
 from bootkit_amqp_consumer.pools import Pool

@@ -1,7 +1,8 @@
 """The task consumer: receives task messages and hands them to the pool, in one thread.
 
 The broker connection is used from the loop thread only. Other threads (pool, timer)
-never touch it: they `post` a callback, which the loop runs between two waits.
+never touch it: they `post` a callback to its `Inbox`, which the loop runs between
+two waits.
 
 Delivery rules:
 - a message that cannot be decoded, names an unknown task, or is refused by content
@@ -22,14 +23,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
-import queue
-import select
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -40,54 +37,22 @@ from kombu.messaging import Consumer
 from bootkit import logger
 from bootkit_amqp_consumer.acks import Acks
 from bootkit_amqp_consumer.app import App
+from bootkit_amqp_consumer.delivery import Delivery
 from bootkit_amqp_consumer.errors import BadMessageError, BrokerConnectionLostError
 from bootkit_amqp_consumer.events import EventDispatcher
+from bootkit_amqp_consumer.inbox import Inbox
 from bootkit_amqp_consumer.job import Job, Outcome
 from bootkit_amqp_consumer.options import WorkerConfig
 from bootkit_amqp_consumer.pools import Pool
-from bootkit_amqp_consumer.protocol import TaskRequest, build, decode
+from bootkit_amqp_consumer.protocol import TaskRequest, decode, retry_of
 from bootkit_amqp_consumer.ratelimit import TokenBucket, parse_rate
 from bootkit_amqp_consumer.state import WorkerState
 from bootkit_amqp_consumer.timer import Timer
-from bootkit_amqp_consumer.transport import drain, frame_ready
+from bootkit_amqp_consumer.transport import drain, frame_ready, waitables
 
 # Seconds the broker's frames may wait while every pool slot is busy and tasks are
 # waiting for one (see TaskConsumer._wait).
 INTAKE_DELAY = 0.05
-
-
-@dataclass
-class Delivery:
-    """A received task message and what became of it."""
-
-    request: TaskRequest
-    message: Any
-    acks_late: bool
-    received: float = field(default_factory=time.monotonic)
-    started_at: float | None = None  # unix time the pool got it
-    eta: datetime | None = None  # held by the timer until then
-    acked: bool = False
-
-    def info(self, hostname: str, worker_pid: int | None = None) -> dict[str, Any]:
-        """As Celery's inspect replies describe a request."""
-        request, info = self.request, self.message.delivery_info or {}
-        return {
-            "id": request.id,
-            "name": request.name,
-            "args": list(request.args),
-            "kwargs": request.kwargs,
-            "type": request.name,
-            "hostname": hostname,
-            "time_start": self.started_at,
-            "acknowledged": self.acked,
-            "delivery_info": {
-                "exchange": info.get("exchange"),
-                "routing_key": info.get("routing_key"),
-                "priority": (self.message.properties or {}).get("priority"),
-                "redelivered": info.get("redelivered", False),
-            },
-            "worker_pid": worker_pid,
-        }
 
 
 class TaskConsumer:
@@ -117,20 +82,13 @@ class TaskConsumer:
         self.running: dict[str, Delivery] = {}
         self.scheduled: dict[str, Delivery] = {}  # held by the timer: an ETA or a rate limit
         self.buckets: dict[str, TokenBucket] = {}
-        self._inbox: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
+        self.inbox = Inbox()
         self._stopping = threading.Event()
-        self._post_lock = threading.Lock()
-        self._closed = False
         self._draining = False
         self.channel: Any = None
         self.consumer: Any = None
         self.qos: Any = None
         self.acks: Acks = Acks(None, coalesce=False)
-        self._waiting = False  # the loop is (about to be) blocked: a post must wake it
-        self._socket: Any = None  # the AMQP connection's socket, when it has one
         self.log = logger().bind(hostname=config.hostname)
 
     # -- set-up, called from the step's start ------------------------------------------
@@ -201,16 +159,7 @@ class TaskConsumer:
     def post(self, callback: Callable[[], None]) -> bool:
         """Run `callback` in the loop thread soon; callable from any thread. False once
         the consumer is closed (its connection is gone): nothing will run it."""
-        with self._post_lock:
-            if self._closed:
-                return False
-            self._inbox.put(callback)
-            # A loop that is not waiting runs its inbox before it waits again: it looks
-            # at the inbox after raising `_waiting` (see _wait), so no post is missed.
-            if self._waiting:
-                with contextlib.suppress(BlockingIOError):  # a full pipe: it is awake
-                    os.write(self._wake_w, b"x")
-        return True
+        return self.inbox.post(callback)
 
     def run(self) -> None:
         """The loop: wait for broker events or posted callbacks until stopped and drained.
@@ -221,7 +170,7 @@ class TaskConsumer:
         errors = tuple(self.connection.connection_errors) + tuple(self.connection.channel_errors)
         try:
             while True:
-                self._run_posted()
+                self.inbox.run()
                 self.qos.update()  # held ETA messages raise it: they must not take a slot
                 self.acks.flush()
                 if self._stopping.is_set():
@@ -243,15 +192,10 @@ class TaskConsumer:
     def _abandon(self) -> None:
         """The connection died: stop taking posts, and remember the tasks that finished
         but could not be acknowledged, so their redelivery is not run again."""
-        with self._post_lock:
-            self._closed = True
+        left = self.inbox.refuse()
         for task_id in self.acks.unsent():
             self.state.orphaned(task_id)
-        while True:
-            try:
-                callback = self._inbox.get_nowait()
-            except queue.Empty:
-                break
+        for callback in left:
             if isinstance(callback, functools.partial) and callback.func == self._finished:
                 delivery, outcome = callback.args
                 if not outcome.lost:
@@ -269,11 +213,7 @@ class TaskConsumer:
     def close(self) -> None:
         with contextlib.suppress(ValueError):
             self.state.on_cold.remove(self.restore_unacked)
-        with self._post_lock:  # no post may write to a closed (and maybe reused) fd
-            self._closed = True
-            for fd in (self._wake_r, self._wake_w):
-                with contextlib.suppress(OSError):
-                    os.close(fd)
+        self.inbox.close()
 
     def _begin_drain(self) -> None:
         self._draining = True
@@ -284,73 +224,28 @@ class TaskConsumer:
                 self.log.debug("consumer_cancel_failed", exc_info=True)
         self.log.info("consumer_draining", running=len(self.running), reserved=len(self.reserved))
 
-    def _run_posted(self) -> None:
-        while True:
-            try:
-                callback = self._inbox.get_nowait()
-            except queue.Empty:
-                return
-            callback()
-
     def _wait(self, timeout: float) -> None:
-        broker = self._broker_fds()
+        broker = waitables(self.connection)
         if broker is None:
             # Memory and filesystem transports poll inside drain_events, which the wake
             # pipe cannot interrupt: posts wait at most 50 ms.
             with contextlib.suppress(TimeoutError):
-                self.connection.drain_events(timeout=0.05 if self._inbox.empty() else 0)
+                self.connection.drain_events(timeout=0.05 if self.inbox.empty() else 0)
             return
         outcomes = self.pool.watch()  # a process pool's pipes: outcomes come straight here
-        waited = [self._wake_r, *outcomes]
         if self.reserved and len(self.running) >= self.pool.size:
             # Every slot is busy and tasks are waiting for one: what the broker sends
             # now can wait for the next outcome (the drain below reads it then), so a
             # delivery costs no wake-up of its own. Control requests and heartbeats
             # wait at most INTAKE_DELAY.
-            timeout = min(timeout, INTAKE_DELAY)
+            readable, idle = self.inbox.wait(outcomes, min(timeout, INTAKE_DELAY))
         else:
-            waited += broker
-            if frame_ready(self.connection):
-                timeout = 0
-        self._waiting = True
-        if not self._inbox.empty():
-            timeout = 0
-        try:
-            readable, _, _ = select.select(waited, [], [], timeout)
-        finally:
-            self._waiting = False
-        if self._wake_r in readable:
-            self._clear_wake()
+            timeout = 0 if frame_ready(self.connection) else timeout
+            readable, idle = self.inbox.wait([*outcomes, *broker], timeout)
         if outcomes:
             self.pool.collect(readable)
-            self._run_posted()  # freed slots take their next task before intake runs
-        if self._socket is not None:
-            drain(self.connection)
-        elif not readable or any(fd in readable for fd in broker):
-            # Kombu's Redis poller reads one reply a call, and does its upkeep (such as
-            # restoring unacknowledged messages) when it finds none: so that upkeep runs
-            # on idle turns, as it does when kombu waits, and not after every message.
-            with contextlib.suppress(TimeoutError):
-                self.connection.drain_events(timeout=0)
-
-    def _broker_fds(self) -> list[Any] | None:
-        """What to wait on for the broker: the AMQP socket, or the sockets kombu's Redis
-        poller has a command out on; None for transports that can only be polled."""
-        self._socket = getattr(getattr(self.connection, "connection", None), "sock", None)
-        if self._socket is not None:
-            return [self._socket]
-        cycle: Any = getattr(self.connection.transport, "cycle", None)
-        if not hasattr(cycle, "on_poll_start"):
-            return None
-        # A BRPOP goes out while the prefetch count leaves room and is paused while it
-        # does not, as when kombu waits itself.
-        cycle.on_poll_start()
-        return list(cycle.fds)
-
-    def _clear_wake(self) -> None:
-        # One read: wake-ups left over make the next select return at once, harmlessly.
-        with contextlib.suppress(BlockingIOError):
-            os.read(self._wake_r, 4096)
+            self.inbox.run()  # freed slots take their next task before intake runs
+        drain(self.connection, readable, idle)
 
     def _heartbeat(self) -> None:
         if self.connection.heartbeat:
@@ -387,7 +282,7 @@ class TaskConsumer:
             return
         self.state.total[request.name] += 1
         if self.events is not None and self.events.task_events:
-            self._send_received(request)
+            self.events.task_received(request)
         if request.eta is not None:
             now = datetime.now(UTC)
             if request.eta > now:
@@ -420,22 +315,6 @@ class TaskConsumer:
     def _task_event(self, event_type: str, **fields: Any) -> None:
         if self.events is not None and self.events.task_events:
             self.events.send(event_type, **fields)
-
-    def _send_received(self, request: TaskRequest) -> None:
-        assert self.events is not None
-        headers = request.headers
-        self.events.send(
-            "task-received",
-            uuid=request.id,
-            name=request.name,
-            args=headers.get("argsrepr") or repr(request.args),
-            kwargs=headers.get("kwargsrepr") or repr(request.kwargs),
-            root_id=request.root_id,
-            parent_id=request.parent_id,
-            retries=request.retries,
-            eta=request.eta.isoformat() if request.eta else None,
-            expires=request.expires.isoformat() if request.expires else None,
-        )
 
     def _hold(self, delivery: Delivery, delay: float) -> None:
         """Keep `delivery` in the timer for `delay` seconds; while it waits it does not
@@ -647,21 +526,7 @@ class TaskConsumer:
 
     def _retry(self, delivery: Delivery, outcome: Outcome) -> None:
         request = delivery.request
-        message = build(
-            request.name,
-            request.args,
-            request.kwargs,
-            task_id=request.id,
-            countdown=outcome.countdown,
-            expires=request.expires,
-            retries=request.retries + 1,
-            time_limit=request.time_limit,
-            soft_time_limit=request.soft_time_limit,
-            root_id=request.root_id,
-            parent_id=request.parent_id,
-            ignore_result=request.ignore_result,
-            reply_to=request.reply_to or "",
-        )
+        message = retry_of(request, outcome.countdown)
         info = delivery.message.delivery_info or {}
         producer = self.connection.Producer(self.channel)
         producer.publish(

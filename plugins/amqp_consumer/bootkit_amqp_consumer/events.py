@@ -25,6 +25,7 @@ from kombu.entity import Exchange, Queue
 
 from bootkit import logger
 from bootkit_amqp_consumer.clock import LamportClock
+from bootkit_amqp_consumer.protocol import TaskRequest
 
 SW_IDENT = "py-bootkit"
 SW_SYS = platform.system()
@@ -130,6 +131,22 @@ class EventDispatcher:
                 self._buffer_task_event(self.event(event_type, **fields))
             return
         self._publish(self.event(event_type, **fields), routing_key(event_type))
+
+    def task_received(self, request: TaskRequest) -> None:
+        """Send task-received for `request`, with the fields Celery's monitors read."""
+        headers = request.headers
+        self.send(
+            "task-received",
+            uuid=request.id,
+            name=request.name,
+            args=headers.get("argsrepr") or repr(request.args),
+            kwargs=headers.get("kwargsrepr") or repr(request.kwargs),
+            root_id=request.root_id,
+            parent_id=request.parent_id,
+            retries=request.retries,
+            eta=request.eta.isoformat() if request.eta else None,
+            expires=request.expires.isoformat() if request.expires else None,
+        )
 
     def flush(self) -> None:
         """Send the buffered task events now, as one ``task.multi`` message."""

@@ -126,6 +126,25 @@ def build(
     return OutgoingMessage((list(args), dict(kwargs), embed), headers, properties)
 
 
+def retry_of(request: TaskRequest, countdown: float | None) -> OutgoingMessage:
+    """The message that runs `request` again in `countdown` seconds, one retry later."""
+    return build(
+        request.name,
+        request.args,
+        request.kwargs,
+        task_id=request.id,
+        countdown=countdown,
+        expires=request.expires,
+        retries=request.retries + 1,
+        time_limit=request.time_limit,
+        soft_time_limit=request.soft_time_limit,
+        root_id=request.root_id,
+        parent_id=request.parent_id,
+        ignore_result=request.ignore_result,
+        reply_to=request.reply_to or "",
+    )
+
+
 def decode(
     body: bytes | str,
     *,

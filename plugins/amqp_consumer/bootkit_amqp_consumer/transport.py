@@ -9,15 +9,18 @@ are parsed from that buffer; a frame that has not fully arrived stays in it, so 
 timeout never loses bytes.
 
 Other kombu transports (Redis, the embedded filesystem broker) are used as they
-are, and so is py-amqp's TLS transport for ``amqps://``.
+are, and so is py-amqp's TLS transport for ``amqps://``; on Redis the loop waits on
+the sockets kombu's poller has a command out on (`waitables`), so one wait sees the
+broker, the loop's inbox and the pool's pipes alike.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import select
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from struct import Struct, unpack_from
 from typing import Any
 
@@ -189,8 +192,41 @@ def frame_ready(connection: Connection) -> bool:
     return transport is not None and transport.frame_ready()
 
 
-def drain(connection: Connection) -> None:
-    """Handle every frame or message that has arrived on `connection`, never waiting."""
+def waitables(connection: Connection) -> list[Any] | None:
+    """What a loop waits on for `connection`'s broker: the AMQP socket, or the sockets
+    kombu's Redis poller has a command out on; None for transports that can only be
+    polled (memory, filesystem)."""
+    sock = getattr(getattr(connection, "connection", None), "sock", None)
+    if sock is not None:
+        return [sock]
+    cycle = _redis_poller(connection)
+    if cycle is None:
+        return None
+    # A BRPOP goes out while the prefetch count leaves room, and is paused while it
+    # does not, as when kombu waits itself.
+    cycle.on_poll_start()
+    return list(cycle.fds)
+
+
+def _redis_poller(connection: Connection) -> Any:
+    cycle = getattr(connection.transport, "cycle", None)
+    return cycle if hasattr(cycle, "on_poll_start") else None
+
+
+def drain(connection: Connection, readable: Collection[Any] = (), idle: bool = True) -> None:
+    """Handle every frame or message that has arrived on `connection`, never waiting.
+
+    After a wait on its `waitables`, pass what was `readable` and whether the wait was
+    `idle`: kombu's Redis poller reads one reply a call, and does its upkeep (such as
+    restoring unacknowledged messages) when it finds none, so it is called only for a
+    readable socket or on an idle turn, as when kombu waits, not after every message.
+    """
+    if _redis_poller(connection) is not None:
+        cycle = connection.transport.cycle
+        if idle or any(fd in readable for fd in cycle.fds):
+            with contextlib.suppress(TimeoutError):
+                connection.drain_events(timeout=0)
+        return
     transport = _buffered(connection)
     if transport is not None:
         transport.fill_nowait()

@@ -1,0 +1,44 @@
+"""A task message as the consumer holds it, from its receipt to its ack."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from bootkit_amqp_consumer.protocol import TaskRequest
+
+
+@dataclass
+class Delivery:
+    """A received task message and what became of it."""
+
+    request: TaskRequest
+    message: Any
+    acks_late: bool
+    received: float = field(default_factory=time.monotonic)
+    started_at: float | None = None  # unix time the pool got it
+    eta: datetime | None = None  # held by the timer until then
+    acked: bool = False
+
+    def info(self, hostname: str, worker_pid: int | None = None) -> dict[str, Any]:
+        """As Celery's inspect replies describe a request."""
+        request, info = self.request, self.message.delivery_info or {}
+        return {
+            "id": request.id,
+            "name": request.name,
+            "args": list(request.args),
+            "kwargs": request.kwargs,
+            "type": request.name,
+            "hostname": hostname,
+            "time_start": self.started_at,
+            "acknowledged": self.acked,
+            "delivery_info": {
+                "exchange": info.get("exchange"),
+                "routing_key": info.get("routing_key"),
+                "priority": (self.message.properties or {}).get("priority"),
+                "redelivered": info.get("redelivered", False),
+            },
+            "worker_pid": worker_pid,
+        }

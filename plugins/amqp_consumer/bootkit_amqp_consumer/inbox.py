@@ -1,0 +1,96 @@
+"""The consumer loop's inbox: callbacks posted from any thread, run in the loop's.
+
+Pool threads, the timer and control handlers never touch the broker connection: they
+post a callback, and the loop runs it between two waits. A post writes a byte to a
+wake-up pipe only while the loop is waiting; a loop that is running looks at its
+inbox before it waits again (it says it waits first, then looks), so no post is
+missed and a busy loop costs its posters no system call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import select
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+Callback = Callable[[], None]
+
+
+class Inbox:
+    """Callbacks for one loop thread, and that thread's one wait."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[Callback] = queue.SimpleQueue()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._lock = threading.Lock()
+        self._closed = False
+        self._waiting = False  # the loop is (about to be) blocked: a post must wake it
+
+    def post(self, callback: Callback) -> bool:
+        """Have the loop run `callback` soon; any thread. False once refused or closed:
+        nothing will run it."""
+        with self._lock:
+            if self._closed:
+                return False
+            self._queue.put(callback)
+            if self._waiting:
+                with contextlib.suppress(BlockingIOError):  # a full pipe: it is awake
+                    os.write(self._wake_w, b"x")
+        return True
+
+    def empty(self) -> bool:
+        return self._queue.empty()
+
+    def run(self) -> None:
+        """Run what was posted, in order, including what those callbacks post (loop)."""
+        get = self._queue.get_nowait
+        while True:
+            try:
+                callback = get()
+            except queue.Empty:
+                return
+            callback()
+
+    def wait(self, fds: Sequence[Any], timeout: float) -> tuple[list[Any], bool]:
+        """Wait until one of `fds` is readable, a callback is posted, or `timeout`
+        seconds pass (loop). The readable ones among `fds`, and whether the wait was
+        idle: it timed out with nothing readable and nothing posted."""
+        self._waiting = True
+        if not self._queue.empty():
+            timeout = 0
+        try:
+            readable, _, _ = select.select([self._wake_r, *fds], [], [], timeout)
+        finally:
+            self._waiting = False
+        if self._wake_r in readable:
+            # One read: wake-ups left over make the next wait return at once, harmlessly.
+            with contextlib.suppress(BlockingIOError):
+                os.read(self._wake_r, 4096)
+            readable.remove(self._wake_r)
+            return readable, False
+        return readable, not readable and self._queue.empty()
+
+    def refuse(self) -> list[Callback]:
+        """Take no more posts; the callbacks posted and not run, in order."""
+        with self._lock:
+            self._closed = True
+        left: list[Callback] = []
+        while True:
+            try:
+                left.append(self._queue.get_nowait())
+            except queue.Empty:
+                return left
+
+    def close(self) -> None:
+        """Refuse posts and release the pipe (no post can write to a reused fd)."""
+        with self._lock:
+            self._closed = True
+            for fd in (self._wake_r, self._wake_w):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
