@@ -8,13 +8,9 @@ Exit status: 0 ok; 1 a step failed to start, stop or keep running; 2 a user erro
 from __future__ import annotations
 
 import json
-import os
-import signal
 import sys
-import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -30,13 +26,12 @@ from bootkit.config import (
     build_settings,
 )
 from bootkit.errors import BootkitError, StartError
-from bootkit.kernel import EXIT_COLD, EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+from bootkit.kernel import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 
 if TYPE_CHECKING:
-    from bootkit.kernel import Kernel
+    pass
 
 PLAN_COMMANDS = ("graph", "steps", "why", "start")
-COLD_HOOK_SECONDS = 2.0  # what a cold shutdown gives `bootkit_cold_shutdown` hooks
 
 
 class Session:
@@ -189,6 +184,7 @@ def _start(session: Session, params: dict[str, Any]) -> None:
     from bootkit.events import Fanout
     from bootkit.kernel import Kernel
     from bootkit.notify import Readiness
+    from bootkit.shutdown import watch_signals
 
     settings = session.settings(params)
     plan = session.plan(settings)
@@ -200,9 +196,7 @@ def _start(session: Session, params: dict[str, Any]) -> None:
         observer=Fanout(session.plugins, readiness),
         hook=session.plugins.manager.hook,
     )
-    _watch_signals(
-        kernel, lambda: session.plugins.manager.hook.bootkit_cold_shutdown(kernel=kernel)
-    )
+    watch_signals(kernel, lambda: session.plugins.manager.hook.bootkit_cold_shutdown(kernel=kernel))
     readiness.kernel_starting()
     try:
         status = kernel.run()
@@ -316,58 +310,6 @@ def _plot(shutdown: bool, node: str | None, output: str | None) -> None:
 
 
 LIGHT_COMMANDS: dict[str, click.Command] = {"analyze": _analyze, "status": _status_command}
-
-
-def _watch_signals(kernel: Kernel, on_cold: Callable[[], object]) -> None:
-    """First SIGTERM/SIGINT: warm shutdown; the second: exit at once with `EXIT_COLD`.
-
-    The work is done by a thread woken through `signal.set_wakeup_fd`, not by the
-    handler: a Python handler runs between two bytecodes of the main thread, perhaps
-    while it holds the log's or the kernel's lock, and taking it again would deadlock.
-    """
-    wanted = (signal.SIGTERM, signal.SIGINT)
-    read_end, write_end = os.pipe()
-    os.set_blocking(write_end, False)
-    signal.set_wakeup_fd(write_end)
-
-    def watch() -> None:
-        count = 0
-        while True:
-            signum = os.read(read_end, 1)[0]
-            if signum not in wanted:
-                continue
-            count += 1
-            name = signal.Signals(signum).name
-            if count == 1:
-                logsetup.logger().info("warm_shutdown", signal=name)
-                kernel.request_stop()
-            else:
-                logsetup.logger().warning("cold_shutdown", signal=name)
-                _bounded(on_cold, COLD_HOOK_SECONDS)
-                sys.stderr.flush()
-                os._exit(EXIT_COLD)
-
-    threading.Thread(target=watch, name="bootkit-signals", daemon=True).start()
-    for signum in wanted:
-        signal.signal(signum, _ignore)
-
-
-def _bounded(fn: Callable[[], object], seconds: float) -> None:
-    """Run `fn` in a daemon thread for at most `seconds`; log, never raise."""
-
-    def run() -> None:
-        try:
-            fn()
-        except Exception:
-            logsetup.logger().exception("cold_shutdown_hook_failed")
-
-    thread = threading.Thread(target=run, name="bootkit-cold", daemon=True)
-    thread.start()
-    thread.join(seconds)
-
-
-def _ignore(signum: int, frame: FrameType | None) -> None:
-    """The Python-level handler: nothing to do, the watcher thread acts on the signal."""
 
 
 def _command(
