@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import redis
-from redis.client import Pipeline, PubSub
+from redis.client import PubSub
 
 from bootkit_amqp_consumer.errors import ResultTimeoutError, TaskFailedError, TaskRevokedError
 from bootkit_amqp_consumer.job import Outcome
@@ -26,6 +26,20 @@ ResultState = Literal["PENDING", "STARTED", "SUCCESS", "FAILURE", "RETRY", "REVO
 READY_STATES = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
 PROPAGATE_STATES = frozenset({"FAILURE", "REVOKED"})
 KEY_PREFIX = "celery-task-meta-"
+# Store a result in one round trip, atomically: leave a stored SUCCESS alone, else
+# write the meta with its expiry and publish it on the key's channel.
+_STORE = """
+local current = redis.call('GET', KEYS[1])
+if current then
+  local ok, meta = pcall(cjson.decode, current)
+  if ok and type(meta) == 'table' and meta['status'] == 'SUCCESS' then
+    return 0
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+redis.call('PUBLISH', KEYS[1], ARGV[1])
+return 1
+"""
 
 
 def make_meta(
@@ -107,7 +121,8 @@ class RedisBackend(MetaStore):
         if expires <= 0:
             raise ValueError(f"result expires must be positive seconds, got {expires!r}")
         self._client: redis.Redis = redis.Redis.from_url(url)
-        self._expires = math.ceil(expires)  # SETEX takes whole seconds
+        self._expires = math.ceil(expires)  # SET's EX takes whole seconds
+        self._store = self._client.register_script(_STORE)  # EVALSHA, loaded on first use
 
     def store(
         self,
@@ -126,17 +141,7 @@ class RedisBackend(MetaStore):
             TypeError: `result` or `children` is not JSON-serialisable.
         """
         payload = json.dumps(make_meta(task_id, state, result, traceback, children))
-        key = KEY_PREFIX + task_id
-
-        def write(pipe: Pipeline) -> None:
-            current = pipe.get(key)
-            if current is not None and json.loads(current).get("status") == "SUCCESS":
-                return
-            pipe.multi()
-            pipe.set(key, payload, ex=self._expires)  # = SETEX (redis-py 8 deprecates setex)
-            pipe.publish(key, payload)
-
-        self._client.transaction(write, key)
+        self._store(keys=[KEY_PREFIX + task_id], args=[payload, self._expires])
 
     def get_meta(self, task_id: str) -> dict[str, Any]:
         """Return the stored meta; ``{"status": "PENDING", "result": None}`` if there is none."""

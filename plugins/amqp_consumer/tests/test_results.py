@@ -224,6 +224,32 @@ def test_a_stored_success_is_never_replaced(backend: RedisBackend, task_id: str)
     assert backend.get_meta(task_id)["status"] == "SUCCESS"
 
 
+def test_a_stored_success_is_not_published_again(
+    backend: RedisBackend, redis_client: redis.Redis, task_id: str
+) -> None:
+    backend.store(task_id, "SUCCESS", 1)
+    with redis_client.pubsub() as pubsub:  # type: ignore[no-untyped-call]
+        pubsub.subscribe(KEY_PREFIX + task_id)
+        assert pubsub.get_message(timeout=WAIT)["type"] == "subscribe"
+        backend.store(task_id, "FAILURE", None)
+        redis_client.publish(KEY_PREFIX + task_id, b"marker")  # what must come first
+        message = pubsub.get_message(timeout=WAIT)
+
+    assert message is not None
+    assert message["data"] == b"marker"
+    assert backend.get_meta(task_id)["result"] == 1
+
+
+def test_a_key_that_holds_no_meta_is_overwritten(
+    backend: RedisBackend, redis_client: redis.Redis, task_id: str
+) -> None:
+    redis_client.set(KEY_PREFIX + task_id, b"\xff not json")
+    backend.store(task_id, "SUCCESS", 3)
+
+    meta = backend.get_meta(task_id)
+    assert (meta["status"], meta["result"]) == ("SUCCESS", 3)
+
+
 def test_store_sets_expiry(redis_client: redis.Redis, task_id: str) -> None:
     backend = RedisBackend(URL, expires=120)
     try:
