@@ -70,10 +70,10 @@ class Session:
         self.plugins.manager.hook.bootkit_configure(settings=settings)
         return settings
 
-    def plan(self, settings: Settings) -> Any:
+    def plan(self, settings: Settings, *, apart: bool = False) -> Any:
         from bootkit.plancache import plan_for
 
-        return plan_for(self.plugins.steps(), settings)
+        return plan_for(self.plugins.steps(), settings, apart=apart)
 
 
 def current_settings(params: dict[str, Any] | None = None) -> Settings:
@@ -187,7 +187,7 @@ def _start(session: Session, params: dict[str, Any]) -> None:
     from bootkit.shutdown import watch_signals
 
     settings = session.settings(params)
-    plan = session.plan(settings)
+    plan = session.plan(settings, apart=True)  # networkx stays out of the worker
     # Told to the service manager (NOTIFY_SOCKET) and kept for `bootkit status`.
     readiness = Readiness.from_env(plan, settings.state_dir, session.sources.env)
     kernel = Kernel(

@@ -98,3 +98,57 @@ def test_a_command_that_finds_its_plan_kept_does_not_import_networkx(tmp_path: P
     assert "networkx" in imported[0]
     assert "networkx" not in imported[1]
     assert runs[0].stdout == runs[1].stdout
+
+
+APART = """
+import sys
+from pathlib import Path
+
+from bootkit import Settings, Step, UnknownStepError
+from bootkit.plan import InstalledStep, Provenance
+from bootkit.plancache import plan_for
+from bootkit.plugins import load
+
+
+class Orphan(Step):
+    name = "apart.orphan"
+    blueprint = "main"
+    requires = ("apart.missing",)
+
+
+settings = Settings(state_dir=Path(sys.argv[1]))
+steps = load(settings).steps()
+plan = plan_for(steps, settings, apart=True)
+print("networkx" in sys.modules)
+orphan = [InstalledStep(Orphan, Provenance("apart", "apart-dist", "1"))]
+try:
+    plan_for(orphan, settings, apart=True)
+except UnknownStepError as exc:
+    print(str(exc).split(";")[0])
+from bootkit.graph import resolve
+
+print(plan == resolve(steps, settings), len(plan.steps))
+"""
+
+
+def test_a_plan_resolved_apart_leaves_networkx_out_and_errors_as_they_are(
+    tmp_path: Path,
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BOOTKIT_")}
+    run = subprocess.run(
+        [sys.executable, "-c", APART, str(tmp_path / "state")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    lines = run.stdout.splitlines()
+    assert lines[0] == "False", "networkx was imported by the process that asked for the plan"
+    assert lines[1] == (
+        "step apart.orphan (blueprint main, plugin 'apart' (apart-dist 1)) requires "
+        "'apart.missing', which no installed plugin provides"
+    )
+    equal, count = lines[2].split()
+    assert equal == "True"
+    assert int(count) > 10  # the workspace's worker steps
