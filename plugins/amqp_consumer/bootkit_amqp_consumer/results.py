@@ -14,13 +14,14 @@ import math
 import sys
 import time
 from datetime import UTC, datetime
-from typing import Any, Literal
-
-import redis
-from redis.client import PubSub
+from typing import TYPE_CHECKING, Any, Literal
 
 from bootkit_amqp_consumer.errors import ResultTimeoutError, TaskFailedError, TaskRevokedError
 from bootkit_amqp_consumer.job import Outcome
+
+if TYPE_CHECKING:  # imported when a Redis backend is made: a worker without one never does
+    import redis
+    from redis.client import PubSub
 
 ResultState = Literal["PENDING", "STARTED", "SUCCESS", "FAILURE", "RETRY", "REVOKED"]
 READY_STATES = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
@@ -120,6 +121,8 @@ class RedisBackend(MetaStore):
     def __init__(self, url: str, *, expires: float = 86400.0) -> None:
         if expires <= 0:
             raise ValueError(f"result expires must be positive seconds, got {expires!r}")
+        import redis
+
         self._client: redis.Redis = redis.Redis.from_url(url)
         self._expires = math.ceil(expires)  # SET's EX takes whole seconds
         self._store = self._client.register_script(_STORE)  # EVALSHA, loaded on first use
