@@ -411,20 +411,13 @@ def _ordered_edges(
     """Edges by the start rank of their source, then of their target, then kind and
     declaring step (only steps joined by more than one edge need that last sort)."""
     width = len(rank)
-    keyed = [
-        (rank[source] * width + rank[target], group) for (source, target), group in edges.items()
-    ]
-    keyed.sort(key=_first_int)
-    flat: list[Edge] = []
+    # One distinct integer per pair of steps: the tuples sort on it alone.
+    keyed = [(rank[s] * width + rank[t], group) for (s, t), group in edges.items()]
+    keyed.sort()
     for _, group in keyed:
         if len(group) > 1:
             group.sort(key=_edge_tiebreak)
-        flat += group
-    return tuple(flat)
-
-
-def _first_int(pair: tuple[int, list[Edge]]) -> int:
-    return pair[0]
+    return tuple([edge for _, group in keyed for edge in group])
 
 
 def _edge_tiebreak(edge: Edge) -> tuple[int, str]:
