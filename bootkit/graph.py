@@ -66,12 +66,13 @@ class _Resolver:
     def __init__(self, installed: Sequence[InstalledStep], settings: Settings) -> None:
         names = [_check_declaration(item) for item in installed]
         self.settings = settings
-        if len(set(names)) == len(names):  # the usual case: the name alone orders them
+        self.winners: dict[str, InstalledStep] = {}  # by name, in name order
+        self.unique = len(set(names)) == len(names)
+        if self.unique:  # the usual case: the name alone orders them
             order = sorted(range(len(names)), key=names.__getitem__)
             self.installed = [installed[i] for i in order]
         else:
             self.installed = sorted(installed, key=_installed_key)
-        self.winners: dict[str, InstalledStep] = {}
         self.status: dict[str, tuple[Status, str]] = {}
         self.replaced: list[tuple[InstalledStep, str]] = []
         self.replaced_names: dict[str, list[str]] = defaultdict(list)
@@ -107,6 +108,9 @@ class _Resolver:
         return name
 
     def _pick_winners(self) -> None:
+        if self.unique:
+            self.winners = {item.cls.name: item for item in self.installed}
+            return
         by_name: dict[str, list[InstalledStep]] = defaultdict(list)
         for item in self.installed:
             by_name[item.name].append(item)
@@ -129,7 +133,7 @@ class _Resolver:
 
     def _apply_replacements(self) -> None:
         replaced_by: dict[str, str] = {}
-        for name, item in sorted(self.winners.items()):
+        for name, item in [(n, i) for n, i in self.winners.items() if i.cls.replaces]:
             for target in item.cls.replaces:
                 if target == name or target not in self.winners:
                     continue
@@ -252,7 +256,8 @@ class _Resolver:
     def _build_graph(self) -> tuple[nx.DiGraph, dict[tuple[str, str], list[Edge]]]:
         """The graph of enabled steps; refuses unknown, disabled or unreachable requirements."""
         winners, aliases, canonical = self.winners, self.aliases, self.canonical
-        enabled = sorted(n for n, state in self.status.items() if state[0] is Status.ENABLED)
+        # `status` follows `winners`, in name order.
+        enabled = [n for n, state in self.status.items() if state[0] is Status.ENABLED]
         blueprint_of = {n: winners[n].cls.blueprint for n in enabled}
         requires, before = EdgeKind.REQUIRES, EdgeKind.BEFORE
         edges: dict[tuple[str, str], list[Edge]] = {}
