@@ -37,6 +37,7 @@ from bootkit_amqp_consumer.transport import (
     WorkerConnection,
     drain,
     frame_ready,
+    waitables,
 )
 
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672//"
@@ -136,6 +137,40 @@ def test_redis_urls_keep_kombus_redis_transport() -> None:
             queue.close()
     finally:
         conn.release()
+
+
+def test_on_redis_the_loop_waits_on_kombus_sockets_and_drains_what_they_bring() -> None:
+    conn = connect(REDIS_URL)
+    name = f"test-transport-{uuid.uuid4().hex[:8]}"
+    got: list[bytes] = []
+    try:
+        channel = conn.channel()
+        queue = Queue(name, channel=channel)
+        queue.declare()
+        consumer = Consumer(channel, [queue], on_message=lambda m: (got.append(m.body), m.ack()))
+        consumer.consume()
+        Producer(conn.channel()).publish(
+            b"one", routing_key=name, content_type="text/plain", content_encoding="utf-8"
+        )
+        deadline = time.monotonic() + TIMEOUT
+        while not got:
+            fds = waitables(conn)
+            assert fds, "no socket to wait on: kombu's poller has no BRPOP out"
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                pytest.fail(f"nothing delivered in {TIMEOUT:g}s")
+            readable, _, _ = select.select(fds, [], [], remaining)
+            drain(conn, readable, idle=not readable)
+        assert got == [b"one"]
+        queue.delete()
+    finally:
+        conn.release()
+
+
+def test_polled_transports_have_nothing_to_wait_on() -> None:
+    with closing(Connection("memory://")) as conn:
+        conn.connect()
+        assert waitables(conn) is None
 
 
 def test_as_uri_reads_like_kombus() -> None:
