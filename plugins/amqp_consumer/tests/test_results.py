@@ -15,15 +15,9 @@ import celery.exceptions  # type: ignore[import-untyped, unused-ignore]
 import pytest
 import redis
 
-from bootkit_amqp_consumer.errors import ResultTimeoutError
+from bootkit_amqp_consumer.errors import ResultTimeoutError, TaskFailedError, TaskRevokedError
 from bootkit_amqp_consumer.job import Outcome
-from bootkit_amqp_consumer.results import (
-    KEY_PREFIX,
-    AsyncResult,
-    RedisBackend,
-    TaskFailedError,
-    TaskRevokedError,
-)
+from bootkit_amqp_consumer.results import KEY_PREFIX, AsyncResult, RedisBackend
 from tests.support import IN_CI
 
 URL = "redis://127.0.0.1:6379/9"

@@ -147,7 +147,12 @@ def test_on_redis_the_loop_waits_on_kombus_sockets_and_drains_what_they_bring() 
         channel = conn.channel()
         queue = Queue(name, channel=channel)
         queue.declare()
-        consumer = Consumer(channel, [queue], on_message=lambda m: (got.append(m.body), m.ack()))
+
+        def on_message(message: Any) -> None:
+            got.append(message.body)
+            message.ack()
+
+        consumer = Consumer(channel, [queue], on_message=on_message)
         consumer.consume()
         Producer(conn.channel()).publish(
             b"one", routing_key=name, content_type="text/plain", content_encoding="utf-8"
