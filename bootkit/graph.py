@@ -386,9 +386,11 @@ class _Resolver:
         steps: list[PlannedStep] = []
         rank: dict[str, int] = {}  # start rank across blueprints, blueprints by name
         enabled, later = Status.ENABLED, 0
-        for bp, bp_plan in blueprints.items():
+        # A step replaced by a duplicate of its name may be all there is of its blueprint.
+        for bp in sorted({*blueprints, *(key[0] for key, _ in others)}):
             position = 0
-            for number, members in enumerate(bp_plan.waves):
+            bp_waves = blueprints[bp].waves if bp in blueprints else ()
+            for number, members in enumerate(bp_waves):
                 for name in members:
                     former = replaced_names.get(name)
                     steps.append(

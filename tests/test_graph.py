@@ -257,6 +257,41 @@ def test_same_name_with_one_declaring_replaces_keeps_it_and_marks_the_other_repl
     assert plan.blueprints["worker"].order == ("net.conn",)
 
 
+def test_a_step_replaced_from_another_blueprint_stays_in_the_plan(settings: Settings) -> None:
+    # The replaced step is all there is of its blueprint; every step is listed still,
+    # by blueprint, then start order, then name.
+    class Original(Step):
+        name = "net.conn"
+        blueprint = "aaa"
+
+    class Better(Step):
+        name = "net.conn"
+        blueprint = "zzz"
+        replaces = ("net.conn",)
+
+    class Other(Step):
+        name = "web.app"
+        blueprint = "zzz"
+
+    class Off(Step):
+        name = "zz.off"
+        blueprint = "zzz"
+
+        @classmethod
+        def condition(cls, settings: Settings) -> Condition:
+            return Condition.off("not wanted")
+
+    installed = [InstalledStep(c, ALPHA) for c in (Original, Other, Off)]
+    plan = resolve([*installed, InstalledStep(Better, BETA)], settings)
+    listed = [(p.cls, p.status) for p in plan.steps]
+    assert listed == [
+        (Original, Status.REPLACED),
+        (Better, Status.ENABLED),
+        (Other, Status.ENABLED),
+        (Off, Status.DISABLED),
+    ]
+
+
 def test_same_name_with_both_declaring_replaces_is_refused(settings: Settings) -> None:
     class One(Step):
         name = "net.conn"
