@@ -48,11 +48,14 @@ from bootkit_amqp_consumer.protocol import TaskRequest, decode, retry_of
 from bootkit_amqp_consumer.ratelimit import TokenBucket, parse_rate
 from bootkit_amqp_consumer.state import WorkerState
 from bootkit_amqp_consumer.timer import Timer
-from bootkit_amqp_consumer.transport import drain, frame_ready, waitables
+from bootkit_amqp_consumer.transport import drain, frame_ready, upkeep, waitables
 
 # Seconds the broker's frames may wait while every pool slot is busy and tasks are
 # waiting for one (see TaskConsumer._wait).
 INTAKE_DELAY = 0.05
+# Seconds between two rounds of the Redis poller's upkeep (kombu's own event loop
+# restores unacknowledged messages on this period).
+UPKEEP_INTERVAL = 10.0
 
 
 class TaskConsumer:
@@ -89,6 +92,7 @@ class TaskConsumer:
         self.consumer: Any = None
         self.qos: Any = None
         self.acks: Acks = Acks(None, coalesce=False)
+        self._upkeep_at = time.monotonic() + UPKEEP_INTERVAL
         self.log = logger().bind(hostname=config.hostname)
 
     # -- set-up, called from the step's start ------------------------------------------
@@ -179,7 +183,7 @@ class TaskConsumer:
                     if not self.running:
                         return
                 self._wait(1.0)
-                self._heartbeat()
+                self._upkeep()
         except errors as exc:
             self._abandon()
             raise BrokerConnectionLostError(f"{type(exc).__name__}: {exc}") from exc
@@ -247,9 +251,13 @@ class TaskConsumer:
             self.inbox.run()  # freed slots take their next task before intake runs
         drain(self.connection, readable, idle)
 
-    def _heartbeat(self) -> None:
+    def _upkeep(self) -> None:
         if self.connection.heartbeat:
             self.connection.heartbeat_check()
+        now = time.monotonic()
+        if now >= self._upkeep_at:
+            self._upkeep_at = now + UPKEEP_INTERVAL
+            upkeep(self.connection)
 
     # -- intake ----------------------------------------------------------------------
 

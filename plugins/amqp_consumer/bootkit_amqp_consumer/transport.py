@@ -205,12 +205,31 @@ def waitables(connection: Connection) -> list[Any] | None:
     # A BRPOP goes out while the prefetch count leaves room, and is paused while it
     # does not, as when kombu waits itself.
     cycle.on_poll_start()
-    return list(cycle.fds)
+    return _redis_sockets(cycle)
+
+
+def upkeep(connection: Connection) -> None:
+    """What kombu's own event loop does on its timers for the Redis poller: give back
+    messages left unacknowledged past their visibility timeout by a worker that died,
+    and drop a BRPOP or pub/sub connection that stopped answering. Call it every few
+    seconds from the loop; elsewhere it does nothing."""
+    cycle = _redis_poller(connection)
+    if cycle is not None:
+        cycle.maybe_restore_messages()
+        cycle.maybe_check_brpop_health()
+        cycle.maybe_check_subclient_health()
 
 
 def _redis_poller(connection: Connection) -> Any:
     cycle = getattr(connection.transport, "cycle", None)
     return cycle if hasattr(cycle, "on_poll_start") else None
+
+
+def _redis_sockets(cycle: Any) -> list[socket.socket]:
+    """The sockets the poller waits on now: not paused and still open (a connection
+    dropped inside kombu can leave its old fd mapped)."""
+    fds = cycle.fds
+    return [s for s in cycle._chan_to_sock.values() if s.fileno() in fds]
 
 
 def drain(connection: Connection, readable: Collection[Any] = (), idle: bool = True) -> None:
@@ -219,11 +238,17 @@ def drain(connection: Connection, readable: Collection[Any] = (), idle: bool = T
     After a wait on its `waitables`, pass what was `readable` and whether the wait was
     `idle`: kombu's Redis poller reads one reply a call, and does its upkeep (such as
     restoring unacknowledged messages) when it finds none, so it is called only for a
-    readable socket or on an idle turn, as when kombu waits, not after every message.
+    socket with a reply or on an idle turn, as when kombu waits, not after every message.
     """
-    if _redis_poller(connection) is not None:
-        cycle = connection.transport.cycle
-        if idle or any(fd in readable for fd in cycle.fds):
+    cycle = _redis_poller(connection)
+    if cycle is not None:
+        socks = _redis_sockets(cycle)
+        # A socket the wait left out (every slot busy) is looked at without waiting.
+        if (
+            idle
+            or any(s in readable for s in socks)
+            or (socks and select.select(socks, [], [], 0)[0])
+        ):
             with contextlib.suppress(TimeoutError):
                 connection.drain_events(timeout=0)
         return
