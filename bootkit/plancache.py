@@ -93,8 +93,11 @@ def _resolve_apart(installed: Sequence[InstalledStep], settings: Settings) -> Pl
     os.close(write_end)
     with os.fdopen(read_end, "rb") as source:
         data = source.read()
-    _, status = os.waitpid(pid, 0)
-    if status != 0:
+    try:
+        _, status = os.waitpid(pid, 0)
+    except ChildProcessError:  # reaped already (SIGCHLD ignored): what it sent decides
+        status = 0
+    if status != 0 or not data:
         return None
     try:
         plan = pickle.loads(data)

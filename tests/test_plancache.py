@@ -152,3 +152,22 @@ def test_a_plan_resolved_apart_leaves_networkx_out_and_errors_as_they_are(
     equal, count = lines[2].split()
     assert equal == "True"
     assert int(count) > 10  # the workspace's worker steps
+
+
+def test_a_plan_resolved_apart_survives_an_ignored_sigchld(tmp_path: Path) -> None:
+    # Some supervisors start their children with SIGCHLD ignored: the kernel then reaps
+    # the resolving child itself, and waiting for it finds nothing to wait for.
+    script = APART.replace(
+        "import sys\n", "import signal, sys\nsignal.signal(signal.SIGCHLD, signal.SIG_IGN)\n", 1
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BOOTKIT_")}
+    run = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "state")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.splitlines()[0] == "False"
