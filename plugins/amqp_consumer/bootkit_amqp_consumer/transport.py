@@ -240,6 +240,15 @@ def drain(connection: Connection, readable: Collection[Any] = (), idle: bool = T
     restoring unacknowledged messages) when it finds none, so it is called only for a
     socket with a reply or on an idle turn, as when kombu waits, not after every message.
     """
+    transport = _buffered(connection)
+    if transport is not None:
+        transport.fill_nowait()
+        # What py-amqp's blocking_read does for each frame, less its timeout set-up:
+        # these frames are in the buffer already.
+        on_frame = connection.connection.on_inbound_frame
+        while (frame := transport.next_frame()) is not None:
+            on_frame(frame)
+        return
     cycle = _redis_poller(connection)
     if cycle is not None:
         socks = _redis_sockets(cycle)
@@ -251,15 +260,6 @@ def drain(connection: Connection, readable: Collection[Any] = (), idle: bool = T
         ):
             with contextlib.suppress(TimeoutError):
                 connection.drain_events(timeout=0)
-        return
-    transport = _buffered(connection)
-    if transport is not None:
-        transport.fill_nowait()
-        # What py-amqp's blocking_read does for each frame, less its timeout set-up:
-        # these frames are in the buffer already.
-        on_frame = connection.connection.on_inbound_frame
-        while (frame := transport.next_frame()) is not None:
-            on_frame(frame)
         return
     while True:  # py-amqp over TLS may hold whole frames in its buffer, unseen by select
         try:
