@@ -131,19 +131,25 @@ print(plan == resolve(steps, settings), len(plan.steps))
 """
 
 
-def test_a_plan_resolved_apart_leaves_networkx_out_and_errors_as_they_are(
-    tmp_path: Path,
-) -> None:
+def run_apart(script: str, state: Path) -> list[str]:
+    """Run `script` in a fresh interpreter (no networkx imported yet); its output lines."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("BOOTKIT_")}
     run = subprocess.run(
-        [sys.executable, "-c", APART, str(tmp_path / "state")],
+        [sys.executable, "-c", script, str(state)],
         env=env,
         capture_output=True,
         text=True,
         timeout=60,
-        check=True,
+        check=False,
     )
-    lines = run.stdout.splitlines()
+    assert run.returncode == 0, run.stderr[-2000:]
+    return run.stdout.splitlines()
+
+
+def test_a_plan_resolved_apart_leaves_networkx_out_and_errors_as_they_are(
+    tmp_path: Path,
+) -> None:
+    lines = run_apart(APART, tmp_path / "state")
     assert lines[0] == "False", "networkx was imported by the process that asked for the plan"
     assert lines[1] == (
         "step apart.orphan (blueprint main, plugin 'apart' (apart-dist 1)) requires "
@@ -160,14 +166,4 @@ def test_a_plan_resolved_apart_survives_an_ignored_sigchld(tmp_path: Path) -> No
     script = APART.replace(
         "import sys\n", "import signal, sys\nsignal.signal(signal.SIGCHLD, signal.SIG_IGN)\n", 1
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BOOTKIT_")}
-    run = subprocess.run(
-        [sys.executable, "-c", script, str(tmp_path / "state")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert run.returncode == 0, run.stderr[-2000:]
-    assert run.stdout.splitlines()[0] == "False"
+    assert run_apart(script, tmp_path / "state")[0] == "False"
