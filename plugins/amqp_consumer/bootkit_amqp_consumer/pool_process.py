@@ -62,6 +62,9 @@ class ProcessPool:
         self._respawn_at: float | None = None  # a fork failed; try again then
         self._spawned = 0
         self._watched = False  # the caller's loop reads the pipes (watch/collect)
+        # Children reaped while the loop watches: their pipes stay open until its next
+        # `watch`, since it may be waiting on them now (a closed fd fails its select).
+        self._reaped: list[_Child] = []
 
     @property
     def size(self) -> int:
@@ -157,6 +160,7 @@ class ProcessPool:
     def watch(self) -> list[int]:
         """The children's pipes, for the caller's loop to watch and `collect` from."""
         with self._lock:
+            self._close_reaped_locked()
             if not self._watched:
                 self._watched = True
                 self._wake_locked()  # the supervisor must stop waiting on them
@@ -182,6 +186,7 @@ class ProcessPool:
         """The supervisor reads the pipes again."""
         with self._lock:
             self._watched = False
+            self._close_reaped_locked()
             self._wake_locked()
 
     def pids(self) -> list[int]:
@@ -272,6 +277,11 @@ class ProcessPool:
         except OSError:
             child.broken = True
 
+    def _close_reaped_locked(self) -> None:
+        for child in self._reaped:
+            child.close()
+        self._reaped.clear()
+
     def _wake_locked(self) -> None:
         if self._wake_w >= 0:
             # BlockingIOError: the pipe is full, so a wake-up is pending anyway.
@@ -357,8 +367,10 @@ class ProcessPool:
             self._receive_locked(child, reports)
         child.process.join()
         exitcode = child.process.exitcode
-        child.close()
         self._children.remove(child)
+        self._reaped.append(child)
+        if not self._watched:
+            self._close_reaped_locked()
         if child.job is None or child.done is None:
             if not child.retiring and not self._closing:
                 logger().warning("pool_child_exited", pid=child.pid, exit=_describe(exitcode))

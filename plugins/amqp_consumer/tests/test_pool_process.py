@@ -204,6 +204,25 @@ def test_kill_9_of_a_busy_child_reports_its_job_lost_and_replaces_it(
     assert_lost_and_replaced(pool, outcomes, job, pid, died, "signal 9 (SIGKILL)")
 
 
+def test_a_child_reaped_while_the_loop_watches_keeps_its_pipe_until_the_next_watch(
+    start_pool: Callable[[int], ProcessPool], gate: Gate
+) -> None:
+    # The loop may be waiting on the pipes `watch` gave it: closing one under it would
+    # fail its select (or watch an unrelated fd that reused the number).
+    pool = start_pool(1)
+    outcomes = Outcomes()
+    job = gate.job("victim")
+    pool.submit(job, outcomes)
+    pid, _ = gate.started()
+    (watched,) = pool.watch()
+    os.kill(pid, signal.SIGKILL)
+    assert outcomes.get(job).lost  # reported by the supervisor once it reaped the child
+    assert pid not in pool.pids()
+    os.fstat(watched)  # still open: raises OSError once closed
+    assert watched not in pool.watch()  # the next watch lets it go
+    pool.unwatch()
+
+
 def test_a_task_calling_os_exit_is_reported_lost_and_its_child_replaced(
     start_pool: Callable[[int], ProcessPool],
 ) -> None:
