@@ -25,10 +25,11 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
+from cpu import Usage, Window
 from kombu.connection import Connection
 from peers import PEER_VENV, compile_all, peer_python, run, version
 
@@ -133,6 +134,7 @@ class Variant:
     start: Callable[[str, str, Path], subprocess.Popen[bytes]]  # (queue, key, folder)
     publish: Callable[[str, str, int, Path], None]  # (queue, key, n, folder)
     rates: list[float]
+    usage: list[Usage] = field(default_factory=list)
 
 
 def publish_celery(broker: str, queue: str, key: str, n: int) -> None:
@@ -153,20 +155,22 @@ def publish_celery(broker: str, queue: str, key: str, n: int) -> None:
             )
 
 
-def drain(proc: subprocess.Popen[bytes], key: str, n: int) -> float:
-    """Tasks per second from the first done to the n-th; raises if the worker fails."""
+def drain(proc: subprocess.Popen[bytes], key: str, n: int) -> tuple[float, Usage | None]:
+    """Tasks per second from the first done to the n-th, and the CPU used meanwhile;
+    raises if the worker fails."""
     counter = redis.Redis.from_url(COUNTER_DB)
     deadline = time.monotonic() + DEADLINE
     while int(counter.get(key) or 0) == 0:
         if time.monotonic() > deadline or proc.poll() is not None:
             raise RuntimeError(f"the worker did not start consuming (exit {proc.poll()})")
         time.sleep(0.001)
+    window = Window(proc.pid)
     began, first = time.perf_counter(), int(counter.get(key) or 0)
     while (done := int(counter.get(key) or 0)) < n:
         if time.monotonic() > deadline:
             raise RuntimeError(f"only {done} of {n} tasks done")
         time.sleep(0.005)
-    return (n - first) / (time.perf_counter() - began)
+    return (n - first) / (time.perf_counter() - began), window.close(n - first)
 
 
 def variants(broker: str, n: int, peer: Path) -> list[Variant]:
@@ -233,7 +237,7 @@ def variants(broker: str, n: int, peer: Path) -> list[Variant]:
     return rows
 
 
-def measure(variant: Variant, broker: str, n: int, folder: Path) -> float:
+def measure(variant: Variant, broker: str, n: int, folder: Path) -> tuple[float, Usage | None]:
     queue = f"bench-{uuid.uuid4().hex[:8]}"
     key = f"bench:{queue}"
     variant.publish(queue, key, n, folder)
@@ -281,9 +285,13 @@ def main() -> None:
         for _ in range(options.rounds):
             for variant in rows:
                 try:
-                    variant.rates.append(measure(variant, options.broker, options.n, folder))
+                    rate, usage = measure(variant, options.broker, options.n, folder)
                 except RuntimeError as exc:
                     print(f"  {variant.label}: failed: {exc}", file=sys.stderr)
+                    continue
+                variant.rates.append(rate)
+                if usage is not None:
+                    variant.usage.append(usage)
     report(rows, options, peer)
 
 
@@ -342,6 +350,36 @@ def report(rows: list[Variant], options: argparse.Namespace, peer: Path) -> None
         met = ours >= 2 * theirs and ours > best_dramatiq and ours >= 0.6 * kombu
         print(
             f"target for {row.label} (>= 2x celery, > best dramatiq, >= 60% kombu): {'met' if met else 'NOT met'}"
+        )
+    report_cpu(rows)
+
+
+def report_cpu(rows: list[Variant]) -> None:
+    """Medians of the CPU each party used a task, and how busy the machine was."""
+    measured = [row for row in rows if row.usage]
+    if not measured:
+        return
+    servers = sorted({name for row in measured for u in row.usage for name in u.servers})
+    print()
+    print("CPU a task while the counted tasks drained (from /proc; medians over the rounds).")
+    print("A worker that leaves the machine idle waits on a hand-off; one that keeps it")
+    print("busy is short of CPU.")
+    print()
+    print(
+        "| variant | worker us/task | "
+        + " | ".join(f"{name} us/task" for name in servers)
+        + " | all us/task | machine busy |"
+    )
+    print("|---|---|" + "---|" * len(servers) + "---|---|")
+    for row in measured:
+        worker = statistics.median(u.worker for u in row.usage)
+        theirs = [
+            statistics.median(u.servers.get(name, 0.0) for u in row.usage) for name in servers
+        ]
+        busy = statistics.median(u.busy for u in row.usage)
+        cells = " | ".join(f"{value:.0f}" for value in theirs)
+        print(
+            f"| {row.label} | {worker:.0f} | {cells} | {worker + sum(theirs):.0f} | {100 * busy:.0f} % |"
         )
 
 
