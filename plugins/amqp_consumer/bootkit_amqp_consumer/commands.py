@@ -30,6 +30,7 @@ from bootkit_amqp_consumer.options import WorkerConfig
 from bootkit_amqp_consumer.pools import Pool
 from bootkit_amqp_consumer.ratelimit import parse_rate
 from bootkit_amqp_consumer.state import WorkerState
+from bootkit_amqp_consumer.subscription import Subscription
 
 
 class CommandError(Exception):
@@ -81,6 +82,12 @@ def worker_commands(ctx: Context) -> list[Command]:
             raise CommandError("the worker is not consuming right now (reconnecting)")
         return found
 
+    def subscription() -> Subscription:
+        found = consumer().subscription
+        if found is None:
+            raise CommandError("the worker is not consuming right now (reconnecting)")
+        return found
+
     def pool() -> Pool:
         return ctx.get(Pool)  # type: ignore[type-abstract]
 
@@ -128,7 +135,7 @@ def worker_commands(ctx: Context) -> list[Command]:
         return found
 
     def active_queues(arguments: Mapping[str, Any]) -> Any:
-        return [q.as_dict(recurse=True) for q in consumer().queues()]
+        return [q.as_dict(recurse=True) for q in subscription().queues()]
 
     def stats(arguments: Mapping[str, Any]) -> Any:
         the_pool = pool()
@@ -244,13 +251,13 @@ def worker_commands(ctx: Context) -> list[Command]:
         exchange = arguments.get("exchange") or queue
         kind = arguments.get("exchange_type") or "direct"
         key = arguments.get("routing_key") or queue
-        consumer().add_queue(queue, str(exchange), str(kind), str(key))
+        subscription().add_queue(queue, str(exchange), str(kind), str(key))
         log.info("queue_added", queue=queue)
         return {"ok": f"add consumer {queue}"}
 
     def cancel_consumer(arguments: Mapping[str, Any]) -> Any:
         queue = arguments.get("queue")
-        if not isinstance(queue, str) or not consumer().cancel_queue(queue):
+        if not isinstance(queue, str) or not subscription().cancel_queue(queue):
             raise CommandError(f"not consuming from queue {queue!r}")
         log.info("queue_cancelled", queue=queue)
         return {"ok": f"no longer consuming from {queue}"}

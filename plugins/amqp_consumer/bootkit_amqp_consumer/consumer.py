@@ -30,10 +30,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from kombu.common import QoS
-from kombu.entity import Exchange, Queue
-from kombu.messaging import Consumer
-
 from bootkit import logger
 from bootkit_amqp_consumer.acks import Acks
 from bootkit_amqp_consumer.app import App
@@ -47,6 +43,7 @@ from bootkit_amqp_consumer.pools import Pool
 from bootkit_amqp_consumer.protocol import TaskRequest, decode, retry_of
 from bootkit_amqp_consumer.ratelimit import TokenBucket, parse_rate
 from bootkit_amqp_consumer.state import WorkerState
+from bootkit_amqp_consumer.subscription import Subscription
 from bootkit_amqp_consumer.timer import Timer
 from bootkit_amqp_consumer.transport import drain, frame_ready, upkeep, waitables
 
@@ -88,9 +85,7 @@ class TaskConsumer:
         self.inbox = Inbox()
         self._stopping = threading.Event()
         self._draining = False
-        self.channel: Any = None
-        self.consumer: Any = None
-        self.qos: Any = None
+        self.subscription: Subscription | None = None
         self.acks: Acks = Acks(None, coalesce=False)
         self._upkeep_at = time.monotonic() + UPKEEP_INTERVAL
         self.log = logger().bind(hostname=config.hostname)
@@ -98,65 +93,15 @@ class TaskConsumer:
     # -- set-up, called from the step's start ------------------------------------------
 
     def declare(self) -> None:
-        """Declare the queues, set the prefetch count and start consuming."""
-        self.channel = self.connection.channel()
-        self.acks = Acks(self.channel, coalesce=self.connection.transport.driver_type == "amqp")
-        wanted = {name: (name, "direct", name) for name in self.config.queues}
-        wanted.update(self.state.added_queues)
-        queues = [
-            Queue(name, Exchange(exchange, kind), routing_key=key)
-            for name, (exchange, kind, key) in wanted.items()
-            if name not in self.state.cancelled_queues
-        ]
-        self.qos = QoS(self._set_prefetch, self.config.prefetch_count)
-        self.qos.update()
-        self.consumer = Consumer(self.channel, queues, on_message=self._on_message, no_ack=False)
-        self.consumer.consume()
-        self.state.on_cold.append(self.restore_unacked)
+        """Open the channel, set the prefetch count and start consuming."""
+        self.subscription = Subscription(self.connection, self.config, self.state, self._on_message)
+        self.acks = self.subscription.acks
+        self.state.on_cold.append(self.subscription.restore_unacked)
 
-    def queues(self) -> list[Any]:
-        """The queues consumed now."""
-        return list(self.consumer.queues) if self.consumer is not None else []
-
-    def add_queue(self, name: str, exchange: str, kind: str, routing_key: str) -> None:
-        """Declare `name` and consume it too, now and after reconnects (loop thread)."""
-        self.state.cancelled_queues.discard(name)
-        self.state.added_queues[name] = (exchange, kind, routing_key)
-        if any(q.name == name for q in self.queues()):
-            return
-        queue = Queue(name, Exchange(exchange, kind), routing_key=routing_key)
-        self.consumer.add_queue(queue)
-        self.consumer.consume()
-
-    def cancel_queue(self, name: str) -> bool:
-        """Stop consuming `name`, now and after reconnects (loop thread); False if not consumed."""
-        if not any(q.name == name for q in self.queues()):
-            return False
-        self.state.cancelled_queues.add(name)
-        self.state.added_queues.pop(name, None)
-        self.consumer.cancel_by_queue(name)
-        return True
-
-    def restore_unacked(self) -> None:
-        """Give unacknowledged messages back now (virtual transports such as Redis
-        otherwise hold them until their visibility timeout); AMQP brokers do it
-        themselves when the connection drops."""
-        restore = getattr(getattr(self.channel, "qos", None), "restore_unacked_once", None)
-        if not callable(restore):
-            return
-        # First cut the channel's own Redis connections: a BRPOP still blocked in the
-        # server would take a restored message straight back into this dying worker.
-        pool = getattr(getattr(self.channel, "client", None), "connection_pool", None)
-        if pool is not None:
-            pool.disconnect()
-        restore()
-
-    def _set_prefetch(self, prefetch_count: int) -> None:
-        # RabbitMQ 3.3+ applies a per-consumer (global=False) limit only to consumers
-        # created after it, so a raised count would never reach ours; its global=True
-        # is the channel-wide limit AMQP's spec calls per-consumer. As Celery does.
-        shared = not self.connection.qos_semantics_matches_spec
-        self.channel.basic_qos(0, prefetch_count, shared)
+    @property
+    def qos(self) -> Any:
+        """The prefetch count (kombu's `QoS`); None until `declare`."""
+        return self.subscription.qos if self.subscription is not None else None
 
     # -- the loop ------------------------------------------------------------------
 
@@ -215,15 +160,16 @@ class TaskConsumer:
         self.post(lambda: None)
 
     def close(self) -> None:
-        with contextlib.suppress(ValueError):
-            self.state.on_cold.remove(self.restore_unacked)
+        if self.subscription is not None:
+            with contextlib.suppress(ValueError):
+                self.state.on_cold.remove(self.subscription.restore_unacked)
         self.inbox.close()
 
     def _begin_drain(self) -> None:
         self._draining = True
-        if self.consumer is not None:
+        if self.subscription is not None:
             try:
-                self.consumer.cancel()
+                self.subscription.cancel()
             except Exception:
                 self.log.debug("consumer_cancel_failed", exc_info=True)
         self.log.info("consumer_draining", running=len(self.running), reserved=len(self.reserved))
@@ -536,7 +482,8 @@ class TaskConsumer:
         request = delivery.request
         message = retry_of(request, outcome.countdown)
         info = delivery.message.delivery_info or {}
-        producer = self.connection.Producer(self.channel)
+        assert self.subscription is not None  # a task ran: the loop is consuming
+        producer = self.connection.Producer(self.subscription.channel)
         producer.publish(
             message.body,
             exchange=info.get("exchange", ""),

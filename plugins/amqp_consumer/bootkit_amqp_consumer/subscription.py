@@ -1,0 +1,96 @@
+"""What a task consumer reads on: one channel, the queues consumed on it, its prefetch
+count and the settling of its deliveries.
+
+Queues added or cancelled by control commands are remembered in the worker's state,
+so a new subscription after a reconnect consumes the same queues. Used from the
+consumer's loop thread only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from kombu.common import QoS
+from kombu.entity import Exchange, Queue
+from kombu.messaging import Consumer
+
+from bootkit_amqp_consumer.acks import Acks
+from bootkit_amqp_consumer.options import WorkerConfig
+from bootkit_amqp_consumer.state import WorkerState
+
+
+class Subscription:
+    """Opens a channel on `connection`, sets its prefetch count and consumes the
+    configured queues (with those added and without those cancelled since)."""
+
+    def __init__(
+        self,
+        connection: Any,
+        config: WorkerConfig,
+        state: WorkerState,
+        on_message: Callable[[Any], None],
+    ) -> None:
+        self.connection = connection
+        self.state = state
+        self.channel = connection.channel()
+        self.acks = Acks(self.channel, coalesce=connection.transport.driver_type == "amqp")
+        wanted = {name: (name, "direct", name) for name in config.queues}
+        wanted.update(state.added_queues)
+        queues = [
+            Queue(name, Exchange(exchange, kind), routing_key=key)
+            for name, (exchange, kind, key) in wanted.items()
+            if name not in state.cancelled_queues
+        ]
+        self.qos = QoS(self._set_prefetch, config.prefetch_count)
+        self.qos.update()
+        self.consumer = Consumer(self.channel, queues, on_message=on_message, no_ack=False)
+        self.consumer.consume()
+
+    def queues(self) -> list[Any]:
+        """The queues consumed now."""
+        return list(self.consumer.queues or ())
+
+    def add_queue(self, name: str, exchange: str, kind: str, routing_key: str) -> None:
+        """Declare `name` and consume it too, now and after reconnects."""
+        self.state.cancelled_queues.discard(name)
+        self.state.added_queues[name] = (exchange, kind, routing_key)
+        if any(q.name == name for q in self.queues()):
+            return
+        queue = Queue(name, Exchange(exchange, kind), routing_key=routing_key)
+        self.consumer.add_queue(queue)
+        self.consumer.consume()
+
+    def cancel_queue(self, name: str) -> bool:
+        """Stop consuming `name`, now and after reconnects; False if not consumed."""
+        if not any(q.name == name for q in self.queues()):
+            return False
+        self.state.cancelled_queues.add(name)
+        self.state.added_queues.pop(name, None)
+        self.consumer.cancel_by_queue(name)
+        return True
+
+    def cancel(self) -> None:
+        """Stop consuming every queue; what is reserved stays unacknowledged."""
+        self.consumer.cancel()
+
+    def restore_unacked(self) -> None:
+        """Give unacknowledged messages back now (virtual transports such as Redis
+        otherwise hold them until their visibility timeout); AMQP brokers do it
+        themselves when the connection drops."""
+        restore = getattr(getattr(self.channel, "qos", None), "restore_unacked_once", None)
+        if not callable(restore):
+            return
+        # First cut the channel's own Redis connections: a BRPOP still blocked in the
+        # server would take a restored message straight back into this dying worker.
+        pool = getattr(getattr(self.channel, "client", None), "connection_pool", None)
+        if pool is not None:
+            pool.disconnect()
+        restore()
+
+    def _set_prefetch(self, prefetch_count: int) -> None:
+        # RabbitMQ 3.3+ applies a per-consumer (global=False) limit only to consumers
+        # created after it, so a raised count would never reach ours; its global=True
+        # is the channel-wide limit AMQP's spec calls per-consumer. As Celery does.
+        shared = not self.connection.qos_semantics_matches_spec
+        self.channel.basic_qos(0, prefetch_count, shared)
