@@ -8,7 +8,9 @@ Each variant gets its own queue, filled before it starts; the clock runs from th
 first task done to the N-th (the counter shows both), so boot and publishing are not
 counted. Pools at matched concurrency: solo (1), threads (2), prefork (2) for bootkit
 and Celery; Dramatiq 1 process x 1 thread and 2 processes x 1 thread; kombu one
-consumer with the same prefetch as bootkit's solo pool (4). Needs the broker and
+consumer with the same prefetch as bootkit's solo pool (4). One more bootkit row has
+Dramatiq's shape: two solo workers on the queue, each on its own connection (what
+two `bootkit start -P solo` processes are). Needs the broker and
 Redis on 127.0.0.1:6379 (db 12 holds the counters). Peers run from their own venv.
 """
 
@@ -37,6 +39,8 @@ from bootkit_amqp_consumer.protocol import build
 
 REPO = Path(__file__).resolve().parents[1]
 COUNTER_DB = "redis://127.0.0.1:6379/12"
+TWO_WORKERS = "bootkit solo -c 1, 2 workers"
+SAME_SHAPE = "dramatiq -p 2 -t 1"  # what TWO_WORKERS is compared with
 DEADLINE = 600.0  # seconds one variant may take before the run counts as failed
 
 BOOTKIT_TASKS = """
@@ -97,6 +101,21 @@ if __name__ == "__main__":
     dramatiq.get_broker().close()
 """
 
+WORKERS = """
+import os
+import signal
+import subprocess
+import sys
+
+# Run the command after the count as that many workers; SIGTERM stops them all.
+count, command = int(sys.argv[1]), sys.argv[2:]
+workers = [
+    subprocess.Popen([*command, "-n", f"bench{i}-{os.getpid()}@bench"]) for i in range(count)
+]
+signal.signal(signal.SIGTERM, lambda signum, frame: [w.terminate() for w in workers])
+sys.exit(max(w.wait() for w in workers))
+"""
+
 KOMBU_LOOP = """
 import sys
 
@@ -130,7 +149,7 @@ with Connection(broker) as conn:
 @dataclass
 class Variant:
     label: str
-    peer: str  # what it is compared with: "celery", "dramatiq" or "kombu"; "" for peers
+    peer: str  # what it is compared with: "celery" (and all peers) or "dramatiq"; "" for peers
     start: Callable[[str, str, Path], subprocess.Popen[bytes]]  # (queue, key, folder)
     publish: Callable[[str, str, int, Path], None]  # (queue, key, n, folder)
     rates: list[float]
@@ -192,6 +211,15 @@ def variants(broker: str, n: int, peer: Path) -> list[Variant]:
 
         return start
 
+    def bootkit_workers(count: int) -> Callable[[str, str, Path], subprocess.Popen[bytes]]:
+        def start(queue: str, key: str, folder: Path) -> subprocess.Popen[bytes]:
+            args = [sys.executable, str(folder / "bench_workers.py"), str(count)]
+            args += [sys.executable, "-m", "bootkit", "--loglevel", "warning", "start"]
+            args += ["-A", "bench_bootkit:app", "-P", "solo", "-Q", queue, "-b", broker]
+            return spawn(args, env(folder))
+
+        return start
+
     def celery(pool: str, c: int) -> Callable[[str, str, Path], subprocess.Popen[bytes]]:
         def start(queue: str, key: str, folder: Path) -> subprocess.Popen[bytes]:
             args = [str(PEER_VENV / "bin" / "celery"), "-A", "bench_celery", "-b", broker]
@@ -231,6 +259,7 @@ def variants(broker: str, n: int, peer: Path) -> list[Variant]:
             Variant(f"bootkit {pool} -c {c}", "celery", bootkit(pool, c), celery_messages, [])
         )
         rows.append(Variant(f"celery {pool} -c {c}", "", celery(pool, c), celery_messages, []))
+    rows.append(Variant(TWO_WORKERS, "dramatiq", bootkit_workers(2), celery_messages, []))
     rows.append(Variant("dramatiq -p 1 -t 1", "", dramatiq(1), dramatiq_messages, []))
     rows.append(Variant("dramatiq -p 2 -t 1", "", dramatiq(2), dramatiq_messages, []))
     rows.append(Variant("kombu consume+ack loop", "", kombu, celery_messages, []))
@@ -277,6 +306,7 @@ def main() -> None:
             ("bench_celery.py", CELERY_TASKS),
             ("bench_dramatiq.py", DRAMATIQ_TASKS),
             ("bench_kombu.py", KOMBU_LOOP),
+            ("bench_workers.py", WORKERS),
         ):
             (folder / name).write_text(text.replace("{db}", COUNTER_DB), encoding="utf-8")
         rows = variants(options.broker, options.n, peer)
@@ -336,6 +366,9 @@ def report(rows: list[Variant], options: argparse.Namespace, peer: Path) -> None
                 if theirs and best_dramatiq and kombu
                 else "n/a"
             )
+        elif row.peer == "dramatiq":
+            theirs = median(SAME_SHAPE)
+            ratio = f"{statistics.median(rates) / theirs:.2f} x {SAME_SHAPE}" if theirs else "n/a"
         print(
             f"| {row.label} | {statistics.median(rates):.0f} | {min(rates):.0f}-{max(rates):.0f} | {ratio} |"
         )
