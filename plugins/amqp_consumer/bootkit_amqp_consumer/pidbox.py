@@ -193,7 +193,7 @@ def _counting_fanout(channel: Any) -> Iterator[list[int]]:
     reached: list[int] = []
     topics: Any = getattr(channel, "_get_publish_topics", None)
     acquire: Any = getattr(channel, "conn_or_acquire", None)
-    redis = type(channel).__module__.startswith("kombu.transport.redis")
+    redis = getattr(getattr(channel, "connection", None), "driver_type", None) == "redis"
     if not redis or topics is None or acquire is None:
         yield reached
         return

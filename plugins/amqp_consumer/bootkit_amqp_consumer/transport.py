@@ -155,11 +155,19 @@ class AMQPTransport(pyamqp.Transport):
 
 class WorkerConnection(Connection):
     """A kombu connection that opens `AMQPTransport` where kombu would open its own
-    py-amqp transport; URLs, ``as_uri`` and ``clone`` stay kombu's."""
+    py-amqp transport, and `redis_transport.RedisTransport` for its Redis one; URLs,
+    ``as_uri`` and ``clone`` stay kombu's."""
 
     def get_transport_cls(self) -> Any:
         transport = super().get_transport_cls()  # type: ignore[no-untyped-call]
-        return AMQPTransport if transport is pyamqp.Transport else transport
+        if transport is pyamqp.Transport:
+            return AMQPTransport
+        # By name: importing kombu's Redis module to compare would load redis-py.
+        if f"{transport.__module__}.{transport.__qualname__}" == "kombu.transport.redis.Transport":
+            from bootkit_amqp_consumer.redis_transport import RedisTransport
+
+            return RedisTransport
+        return transport
 
 
 def ack_sender(channel: Any) -> Callable[[int, bool], None]:

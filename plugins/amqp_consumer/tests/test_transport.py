@@ -30,6 +30,7 @@ from kombu.entity import Queue
 from kombu.messaging import Consumer, Producer
 from kombu.transport import redis as kombu_redis
 
+from bootkit_amqp_consumer.redis_transport import RedisTransport
 from bootkit_amqp_consumer.transport import (
     RECV_SIZE,
     AMQPTransport,
@@ -119,11 +120,23 @@ def test_amqp_urls_get_a_buffered_transport(amqp: Any) -> None:
         assert type(plain.connection.transport) is TCPTransport  # kombu's own stays as it is
 
 
-def test_redis_urls_keep_kombus_redis_transport() -> None:
+def test_redis_urls_get_kombus_redis_transport_with_one_client_a_channel() -> None:
     conn = connect(REDIS_URL)
     try:
-        assert type(conn.transport) is kombu_redis.Transport
-        assert type(conn.transport) is type(Connection(REDIS_URL).transport)
+        assert type(conn.transport) is RedisTransport
+        assert isinstance(conn.transport, kombu_redis.Transport)
+        assert type(Connection(REDIS_URL).transport) is kombu_redis.Transport  # kombu's own
+        channel = conn.default_channel
+        client = channel._create_client()
+        assert channel._create_client() is client  # kombu's own builds one a command
+        with channel.conn_or_acquire() as acquired:
+            assert acquired is client
+        assert channel._create_client(asynchronous=True) is not client  # the poller's
+        channel._disconnect_pools()  # as a reconnect does: a new pool, so a new client
+        fresh = channel._create_client()
+        assert fresh is not client
+        assert fresh.connection_pool is channel.pool
+        assert fresh.ping()
         name = f"test-transport-{uuid.uuid4().hex[:8]}"
         queue = conn.SimpleQueue(name)
         try:
