@@ -8,8 +8,9 @@ broker's frames queue up in the socket, and one large read takes them all. Frame
 are parsed from that buffer; a frame that has not fully arrived stays in it, so a
 timeout never loses bytes.
 
-Other kombu transports (Redis, the embedded filesystem broker) are used as they
-are, and so is py-amqp's TLS transport for ``amqps://``; on Redis the loop waits on
+Other kombu transports (the embedded filesystem broker) are used as they are, and
+so is py-amqp's TLS transport for ``amqps://``; Redis gets kombu's transport with one
+client a channel (`redis_transport`), and its loop waits on
 the sockets kombu's poller has a command out on (`waitables`), so one wait sees the
 broker, the loop's inbox and the pool's pipes alike.
 """
