@@ -52,14 +52,14 @@ def named(name: str) -> list[int]:
     return pids
 
 
-def cpu_ticks(pids: list[int]) -> int:
-    """User and system clock ticks used so far by `pids` (a process gone counts 0)."""
-    total = 0
+def cpu_ticks(pids: list[int]) -> dict[int, int]:
+    """User and system clock ticks used so far by each of `pids` still there."""
+    ticks = {}
     for pid in pids:
         fields = _stat(pid)
         if fields is not None:
-            total += int(fields[11]) + int(fields[12])
-    return total
+            ticks[pid] = int(fields[11]) + int(fields[12])
+    return ticks
 
 
 def machine_ticks() -> tuple[int, int]:
@@ -68,7 +68,7 @@ def machine_ticks() -> tuple[int, int]:
         first = (PROC / "stat").read_text().splitlines()[0].split()[1:]
     except OSError:
         return 0, 0
-    values = [int(v) for v in first]
+    values = [int(v) for v in first[:8]]  # guest time is already in user and nice
     return sum(values), values[3] + values[4]
 
 
@@ -93,9 +93,11 @@ class Window:
 
     def close(self, tasks: int) -> Usage | None:
         """Usage per task over the window, `tasks` done in it; None without /proc."""
-        used = {
-            column: cpu_ticks(pids) - self.begin[column] for column, pids in self.groups.items()
-        }
+        used = {}
+        for column, pids in self.groups.items():
+            now, then = cpu_ticks(pids), self.begin[column]
+            # A process gone by now is left out: its ticks at the start would go negative.
+            used[column] = sum(ticks - then[pid] for pid, ticks in now.items() if pid in then)
         total, idle = (now - then for now, then in zip(machine_ticks(), self.machine, strict=True))
         if tasks <= 0 or total <= 0:
             return None

@@ -17,9 +17,11 @@ Redis on 127.0.0.1:6379 (db 12 holds the counters). Peers run from their own ven
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -31,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
-from cpu import Usage, Window
+from cpu import Usage, Window, descendants
 from kombu.connection import Connection
 from peers import PEER_VENV, compile_all, peer_python, run, version
 
@@ -106,14 +108,20 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
-# Run the command after the count as that many workers; SIGTERM stops them all.
+# Run the command after the count as that many workers; SIGTERM stops them all, and
+# so does one of them ending (the bench then sees this process exit).
 count, command = int(sys.argv[1]), sys.argv[2:]
 workers = [
     subprocess.Popen([*command, "-n", f"bench{i}-{os.getpid()}@bench"]) for i in range(count)
 ]
 signal.signal(signal.SIGTERM, lambda signum, frame: [w.terminate() for w in workers])
-sys.exit(max(w.wait() for w in workers))
+while all(w.poll() is None for w in workers):
+    time.sleep(0.05)
+for w in workers:
+    w.terminate()
+sys.exit(max(abs(w.wait()) for w in workers))
 """
 
 KOMBU_LOOP = """
@@ -278,7 +286,9 @@ def measure(variant: Variant, broker: str, n: int, folder: Path) -> tuple[float,
         try:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            for pid in descendants(proc.pid):  # a launcher's workers too
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
             proc.wait(timeout=30)
         redis.Redis.from_url(COUNTER_DB).delete(key)
         with Connection(broker) as conn:
