@@ -18,7 +18,16 @@ import pytest
 from bootkit_amqp_consumer import App, TaskRevokedError, TimeLimitExceededError
 from bootkit_amqp_consumer.pidbox import call
 from bootkit_amqp_consumer.ratelimit import TokenBucket, parse_rate
-from e2e_support import WAIT, Broker, StartWorker, events, stop, unique, wait_until, worker_env
+from e2e_support import (
+    WAIT,
+    Broker,
+    StartWorker,
+    stop,
+    unique,
+    wait_for_events,
+    wait_until,
+    worker_env,
+)
 from e2e_tasks import WORK, read_ledger
 
 pytestmark = pytest.mark.reliability  # the M and S rows of docs/reliability.md
@@ -114,7 +123,7 @@ def test_inspect_commands_describe_the_worker_and_destructive_ones_are_refused(
         }
     refused = ask(broker, node, "revoke", task_id=held.id, terminate=True)
     assert "terminate is not allowed" in refused["error"]
-    assert len(events(worker, "control_command_refused")) == len(GATED) + 1
+    wait_for_events(worker, "control_command_refused", len(GATED) + 1)  # logged, then replied
     assert ask(broker, node, "nosuch") == {"error": "no such command: nosuch"}
     assert ask(broker, node, "revoke", task_id=17) == {
         "error": "task_id must be a task id or a list of them, got 17"
