@@ -211,19 +211,14 @@ def variants(broker: str, n: int, peer: Path) -> list[Variant]:
         base.pop("PYTHONDONTWRITEBYTECODE", None)
         return {**base, "PYTHONPATH": str(folder), "BOOTKIT_STATE_DIR": str(folder / "s"), **extra}
 
-    def bootkit(pool: str, c: int) -> Callable[[str, str, Path], subprocess.Popen[bytes]]:
+    def bootkit(
+        pool: str, c: int, workers: int = 1
+    ) -> Callable[[str, str, Path], subprocess.Popen[bytes]]:
         def start(queue: str, key: str, folder: Path) -> subprocess.Popen[bytes]:
             args = [sys.executable, "-m", "bootkit", "--loglevel", "warning", "start"]
             args += ["-A", "bench_bootkit:app", "-P", pool, "-c", str(c), "-Q", queue, "-b", broker]
-            return spawn(args, env(folder))
-
-        return start
-
-    def bootkit_workers(count: int) -> Callable[[str, str, Path], subprocess.Popen[bytes]]:
-        def start(queue: str, key: str, folder: Path) -> subprocess.Popen[bytes]:
-            args = [sys.executable, str(folder / "bench_workers.py"), str(count)]
-            args += [sys.executable, "-m", "bootkit", "--loglevel", "warning", "start"]
-            args += ["-A", "bench_bootkit:app", "-P", "solo", "-Q", queue, "-b", broker]
+            if workers > 1:
+                args = [sys.executable, str(folder / "bench_workers.py"), str(workers), *args]
             return spawn(args, env(folder))
 
         return start
@@ -267,7 +262,9 @@ def variants(broker: str, n: int, peer: Path) -> list[Variant]:
             Variant(f"bootkit {pool} -c {c}", "celery", bootkit(pool, c), celery_messages, [])
         )
         rows.append(Variant(f"celery {pool} -c {c}", "", celery(pool, c), celery_messages, []))
-    rows.append(Variant(TWO_WORKERS, "dramatiq", bootkit_workers(2), celery_messages, []))
+    rows.append(
+        Variant(TWO_WORKERS, "dramatiq", bootkit("solo", 1, workers=2), celery_messages, [])
+    )
     rows.append(Variant("dramatiq -p 1 -t 1", "", dramatiq(1), dramatiq_messages, []))
     rows.append(Variant("dramatiq -p 2 -t 1", "", dramatiq(2), dramatiq_messages, []))
     rows.append(Variant("kombu consume+ack loop", "", kombu, celery_messages, []))
