@@ -1,8 +1,11 @@
-"""The task consumer: receives task messages and hands them to the pool, in one thread.
+"""The task consumer: receives task messages and hands them to the pool.
 
-The broker connection is used from the loop thread only. Other threads (pool, timer)
-never touch it: they `post` a callback to its `Inbox`, which the loop runs between
-two waits.
+The consumer's state and its broker connection are used by one thread at a time:
+the one holding the loop's turn. That is the loop's own thread, except while it
+waits: then a pool thread that has finished a task takes the turn to settle the task
+and hand out the next one itself, so a busy pool keeps going with no wake-up of the
+loop and back. Other threads (the timer, and a pool thread that finds the loop at
+work) `post` a callback to its `Inbox`, which the loop runs between two waits.
 
 Delivery rules:
 - a message that cannot be decoded, names an unknown task, or is refused by content
@@ -41,15 +44,13 @@ from bootkit_amqp_consumer.job import Job, Outcome
 from bootkit_amqp_consumer.options import WorkerConfig
 from bootkit_amqp_consumer.pools import Pool
 from bootkit_amqp_consumer.protocol import TaskRequest, decode, retry_of
-from bootkit_amqp_consumer.ratelimit import TokenBucket, parse_rate
+from bootkit_amqp_consumer.ratelimit import RateLimits, parse_rate
 from bootkit_amqp_consumer.state import WorkerState
 from bootkit_amqp_consumer.subscription import Subscription
 from bootkit_amqp_consumer.timer import Timer
 from bootkit_amqp_consumer.transport import drain, frame_ready, upkeep, waitables
 
-# Seconds the broker's frames may wait while every pool slot is busy and tasks are
-# waiting for one (see TaskConsumer._wait).
-INTAKE_DELAY = 0.05
+INTAKE_DELAY = 0.05  # seconds frames may wait while every slot is busy (see _wait)
 # Seconds between two rounds of the Redis poller's upkeep (kombu's own event loop
 # restores unacknowledged messages on this period).
 UPKEEP_INTERVAL = 10.0
@@ -81,9 +82,10 @@ class TaskConsumer:
         self.reserved: deque[Delivery] = deque()
         self.running: dict[str, Delivery] = {}
         self.scheduled: dict[str, Delivery] = {}  # held by the timer: an ETA or a rate limit
-        self.buckets: dict[str, TokenBucket] = {}
+        self.rate_limits = RateLimits()
         self.inbox = Inbox()
         self._stopping = threading.Event()
+        self._deaf = False  # the loop waits without the broker: tell it when tasks run low
         self._draining = False
         self.subscription: Subscription | None = None
         self.acks: Acks = Acks(None, coalesce=False)
@@ -116,7 +118,12 @@ class TaskConsumer:
         Raises:
             BrokerConnectionLostError: the connection failed; nothing was acked twice.
         """
-        errors = tuple(self.connection.connection_errors) + tuple(self.connection.channel_errors)
+        errors = (
+            *self.connection.connection_errors,
+            *self.connection.channel_errors,
+            OSError,
+        )
+        self.inbox.hold()
         try:
             while True:
                 self.inbox.run()
@@ -132,10 +139,8 @@ class TaskConsumer:
         except errors as exc:
             self._abandon()
             raise BrokerConnectionLostError(f"{type(exc).__name__}: {exc}") from exc
-        except OSError as exc:
-            self._abandon()
-            raise BrokerConnectionLostError(f"{type(exc).__name__}: {exc}") from exc
         finally:
+            self.inbox.let_go()
             self.pool.unwatch()
 
     def _abandon(self) -> None:
@@ -184,14 +189,15 @@ class TaskConsumer:
             return
         outcomes = self.pool.watch()  # a process pool's pipes: outcomes come straight here
         if self.reserved and len(self.running) >= self.pool.size:
-            # Every slot is busy and tasks are waiting for one: what the broker sends
-            # now can wait for the next outcome (the drain below reads it then), so a
-            # delivery costs no wake-up of its own. Control requests and heartbeats
-            # wait at most INTAKE_DELAY.
-            readable, idle = self.inbox.wait(outcomes, min(timeout, INTAKE_DELAY))
+            # Every slot is busy and tasks wait for one: what the broker sends can wait
+            # for the next outcome (the drain below reads it then), costing no wake-up
+            # of its own. Control requests and heartbeats wait at most INTAKE_DELAY.
+            fds, timeout = outcomes, min(timeout, INTAKE_DELAY)
+            self._deaf = True
         else:
-            timeout = 0 if frame_ready(self.connection) else timeout
-            readable, idle = self.inbox.wait([*outcomes, *broker], timeout)
+            fds, timeout = [*outcomes, *broker], 0 if frame_ready(self.connection) else timeout
+            self._deaf = False
+        readable, idle = self.inbox.wait(fds, timeout)
         if outcomes:
             self.pool.collect(readable)
             self.inbox.run()  # freed slots take their next task before intake runs
@@ -292,12 +298,7 @@ class TaskConsumer:
             rate = self.state.rate_limits[name]
         else:
             rate = parse_rate(self.app.tasks[name].rate_limit)
-        if rate is None:
-            return False
-        bucket = self.buckets.get(name)
-        if bucket is None or bucket.rate != rate:
-            bucket = self.buckets[name] = TokenBucket(rate)
-        wait = bucket.take()
+        wait = self.rate_limits.wait(name, rate)
         if wait <= 0:
             return False
         self._hold(delivery, wait)
@@ -401,42 +402,49 @@ class TaskConsumer:
                 self.log.exception("result_store_failed", task_id=request.id)
         waiting = self.state.ended(request.id)
         finished = functools.partial(self._finished, delivery, outcome)
-        if not self.post(finished) and waiting is None and not outcome.lost:
+        handled = self._take_turn(finished) or self.post(finished)
+        if not handled and waiting is None and not outcome.lost:
             self.state.orphaned(request.id)
         if waiting is not None:
             waiting(outcome)
+
+    def _take_turn(self, finished: Callable[[], None]) -> bool:
+        """Run `finished` and the next task's hand-off here, in the pool's thread, when
+        the loop is waiting: no wake-up of the loop and back. False: post it instead."""
+        if self._stopping.is_set() or not self.inbox.take_turn():
+            return False
+        try:
+            finished()
+            self.qos.update()
+            self.acks.flush()
+            if self._deaf and len(self.reserved) < self.pool.size:
+                self.post(lambda: None)  # the loop reads the broker before tasks run out
+        except BaseException as exc:  # the loop raises it, as if it had run it
+            self.post(functools.partial(_reraise, exc))
+        finally:
+            self.inbox.give_turn()
+        return True
 
     def _finished(self, delivery: Delivery, outcome: Outcome) -> None:
         request = delivery.request
         self.running.pop(request.id, None)
         fields = {"task": request.name, "task_id": request.id, "runtime": round(outcome.runtime, 6)}
-        exception = f"{outcome.exc_type}({outcome.exc_message!r})"
-        if outcome.lost and self.state.is_revoked(request.id):
-            self._terminated(delivery)
+        terminated = outcome.lost and self.state.is_revoked(request.id)
+        if terminated:
+            self._terminated(delivery)  # its event is task-revoked
         elif outcome.lost:
             self._lost(delivery, outcome)
-            self._task_event("task-failed", uuid=request.id, exception=exception, traceback=None)
         elif outcome.state == "RETRY":
             self._retry(delivery, outcome)
             self.log.info("task_retried", countdown=outcome.countdown, **fields)
-            self._task_event(
-                "task-retried", uuid=request.id, exception=exception, traceback=outcome.traceback
-            )
         elif outcome.state == "SUCCESS":
             self.log.info("task_succeeded", **fields)
-            self._task_event(
-                "task-succeeded",
-                uuid=request.id,
-                result=repr(outcome.result),
-                runtime=outcome.runtime,
-            )
         else:
             self.log.warning(
                 "task_failed", exc_type=outcome.exc_type, exc=outcome.exc_message, **fields
             )
-            self._task_event(
-                "task-failed", uuid=request.id, exception=exception, traceback=outcome.traceback
-            )
+        if not terminated and self.events is not None and self.events.task_events:
+            self.events.task_ended(request.id, outcome)
         if delivery.acks_late and not outcome.lost and not delivery.acked:
             self._ack(delivery)
         self.state.processed[outcome.state.lower()] += 1
@@ -480,17 +488,12 @@ class TaskConsumer:
 
     def _retry(self, delivery: Delivery, outcome: Outcome) -> None:
         request = delivery.request
-        message = retry_of(request, outcome.countdown)
-        info = delivery.message.delivery_info or {}
         assert self.subscription is not None  # a task ran: the loop is consuming
-        producer = self.connection.Producer(self.subscription.channel)
-        producer.publish(
-            message.body,
-            exchange=info.get("exchange", ""),
-            routing_key=info.get("routing_key", self.config.queues[0]),
-            serializer="json",
-            headers=message.headers,
-            **message.properties,
-        )
+        message = retry_of(request, outcome.countdown)
+        self.subscription.publish_back(message, delivery.message.delivery_info or {})
         if (backend := self._backend_for(request)) is not None:
             backend.store(request.id, "RETRY")
+
+
+def _reraise(error: BaseException) -> None:
+    raise error

@@ -25,6 +25,7 @@ from kombu.entity import Exchange, Queue
 
 from bootkit import logger
 from bootkit_amqp_consumer.clock import LamportClock
+from bootkit_amqp_consumer.job import Outcome
 from bootkit_amqp_consumer.protocol import TaskRequest
 
 SW_IDENT = "py-bootkit"
@@ -147,6 +148,22 @@ class EventDispatcher:
             eta=request.eta.isoformat() if request.eta else None,
             expires=request.expires.isoformat() if request.expires else None,
         )
+
+    def task_ended(self, task_id: str, outcome: Outcome) -> None:
+        """Send the event for how task `task_id` ended: task-succeeded, task-retried or
+        task-failed (a lost task fails, with no traceback)."""
+        if outcome.state == "SUCCESS" and not outcome.lost:
+            self.send(
+                "task-succeeded",
+                uuid=task_id,
+                result=repr(outcome.result),
+                runtime=outcome.runtime,
+            )
+            return
+        kind = "task-retried" if outcome.state == "RETRY" and not outcome.lost else "task-failed"
+        exception = f"{outcome.exc_type}({outcome.exc_message!r})"
+        traceback = None if outcome.lost else outcome.traceback
+        self.send(kind, uuid=task_id, exception=exception, traceback=traceback)
 
     def flush(self) -> None:
         """Send the buffered task events now, as one ``task.multi`` message."""

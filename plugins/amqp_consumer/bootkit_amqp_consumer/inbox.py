@@ -1,10 +1,13 @@
-"""The consumer loop's inbox: callbacks posted from any thread, run in the loop's.
+"""The consumer loop's inbox and its turn.
 
-Pool threads, the timer and control handlers never touch the broker connection: they
-post a callback, and the loop runs it between two waits. A post writes a byte to a
-wake-up pipe only while the loop is waiting; a loop that is running looks at its
-inbox before it waits again (it says it waits first, then looks), so no post is
-missed and a busy loop costs its posters no system call.
+Callbacks posted from any thread run in the loop's, between two waits. A post writes
+a byte to a wake-up pipe only while the loop is waiting; a loop that is running looks
+at its inbox before it waits again (it says it waits first, then looks), so no post
+is missed and a busy loop costs its posters no system call.
+
+The turn is the right to do the loop's work: the loop holds it from `hold` to
+`let_go`, except while it waits, when another thread may `take_turn` and do that
+work itself instead of posting it and waking the loop.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ class Inbox:
         self._lock = threading.Lock()
         self._closed = False
         self._waiting = False  # the loop is (about to be) blocked: a post must wake it
+        self._turn = threading.Lock()
+        self._held = False  # between hold and let_go: the loop gives the turn up to wait
 
     def post(self, callback: Callback) -> bool:
         """Have the loop run `callback` soon; any thread. False once refused or closed:
@@ -43,6 +48,28 @@ class Inbox:
                 with contextlib.suppress(BlockingIOError):  # a full pipe: it is awake
                     os.write(self._wake_w, b"x")
         return True
+
+    def hold(self) -> None:
+        """The loop begins: it holds the turn from now on, except while it waits."""
+        self._turn.acquire()
+        self._held = True
+
+    def let_go(self) -> None:
+        """The loop ends (with the turn held): no thread gets the turn any more."""
+        self._held = False
+        self._turn.release()
+
+    def take_turn(self) -> bool:
+        """Take the turn, without waiting, if the loop is waiting; `give_turn` after."""
+        if not self._turn.acquire(blocking=False):
+            return False
+        if not self._held:  # the loop has not begun, or has ended
+            self._turn.release()
+            return False
+        return True
+
+    def give_turn(self) -> None:
+        self._turn.release()
 
     def empty(self) -> bool:
         return self._queue.empty()
@@ -59,15 +86,21 @@ class Inbox:
 
     def wait(self, fds: Sequence[Any], timeout: float) -> tuple[list[Any], bool]:
         """Wait until one of `fds` is readable, a callback is posted, or `timeout`
-        seconds pass (loop). The readable ones among `fds`, and whether the wait was
-        idle: it timed out with nothing readable and nothing posted."""
+        seconds pass (loop; the turn is free meanwhile). The readable ones among `fds`,
+        and whether the wait was idle: it timed out with nothing readable and nothing
+        posted."""
         self._waiting = True
         if not self._queue.empty():
             timeout = 0
+        held = self._held
+        if held:
+            self._turn.release()
         try:
             readable, _, _ = select.select([self._wake_r, *fds], [], [], timeout)
         finally:
             self._waiting = False
+            if held:
+                self._turn.acquire()
         if self._wake_r in readable:
             # One read: wake-ups left over make the next wait return at once, harmlessly.
             with contextlib.suppress(BlockingIOError):

@@ -1,4 +1,4 @@
-"""Task rate limits: Celery's spelling ("10/s", "100/m", "1000/h") and a token bucket."""
+"""Task rate limits: Celery's spelling ("10/s", "100/m", "1000/h") and token buckets."""
 
 from __future__ import annotations
 
@@ -51,3 +51,20 @@ class TokenBucket:
             self._tokens -= 1.0
             return 0.0
         return (1.0 - self._tokens) / self.rate
+
+
+class RateLimits:
+    """A token bucket per rate-limited task name, made anew when its rate changes."""
+
+    def __init__(self) -> None:
+        self._buckets: dict[str, TokenBucket] = {}
+
+    def wait(self, name: str, rate: float | None) -> float:
+        """Seconds until a task `name` may start at `rate` a second (None: no limit);
+        0.0 when it may start now, which takes its token."""
+        if rate is None:
+            return 0.0
+        bucket = self._buckets.get(name)
+        if bucket is None or bucket.rate != rate:
+            bucket = self._buckets[name] = TokenBucket(rate)
+        return bucket.take()

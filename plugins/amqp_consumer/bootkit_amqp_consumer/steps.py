@@ -4,7 +4,8 @@ restarts on connection loss with backoff.
 
 The consumer's broker connection is used by one thread at a time: steps that use it
 (``amqp.tasks``, ``control.pidbox``, and other plugins' such as mingle and gossip) are
-ordered one after another, and once ``amqp.loop`` runs only its thread touches it.
+ordered one after another, and once ``amqp.loop`` runs only the thread holding the
+loop's turn touches it (see `consumer`).
 The events dispatcher has a connection of its own.
 """
 

@@ -2,13 +2,13 @@
 count and the settling of its deliveries.
 
 Queues added or cancelled by control commands are remembered in the worker's state,
-so a new subscription after a reconnect consumes the same queues. Used from the
-consumer's loop thread only.
+so a new subscription after a reconnect consumes the same queues. Used by the thread
+holding the consumer loop's turn only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from kombu.common import QoS
@@ -33,6 +33,7 @@ class Subscription:
     ) -> None:
         self.connection = connection
         self.state = state
+        self.default_queue = config.queues[0]
         self.channel = connection.channel()
         self.acks = Acks(self.channel, coalesce=connection.transport.driver_type == "amqp")
         wanted = {name: (name, "direct", name) for name in config.queues}
@@ -46,6 +47,19 @@ class Subscription:
         self.qos.update()
         self.consumer = Consumer(self.channel, queues, on_message=on_message, no_ack=False)
         self.consumer.consume()
+
+    def publish_back(self, message: Any, delivery_info: Mapping[str, Any]) -> None:
+        """Publish `message` (a `protocol` message) to where the delivery that came
+        with `delivery_info` was sent."""
+        producer = self.connection.Producer(self.channel)
+        producer.publish(
+            message.body,
+            exchange=delivery_info.get("exchange", ""),
+            routing_key=delivery_info.get("routing_key", self.default_queue),
+            serializer="json",
+            headers=message.headers,
+            **message.properties,
+        )
 
     def queues(self) -> list[Any]:
         """The queues consumed now."""

@@ -81,3 +81,41 @@ def test_a_refused_inbox_takes_no_posts_and_gives_back_what_did_not_run(inbox: I
 def test_a_closed_inbox_takes_no_posts(inbox: Inbox) -> None:
     inbox.close()
     assert not inbox.post(lambda: None)
+
+
+def test_the_turn_is_only_given_while_the_loop_holds_it(inbox: Inbox) -> None:
+    assert not inbox.take_turn(), "taken before the loop began"
+    inbox.hold()
+    inbox.let_go()
+    assert not inbox.take_turn(), "taken after the loop ended"
+
+
+def test_the_turn_is_taken_while_the_loop_waits_and_the_loop_resumes_after(
+    inbox: Inbox,
+) -> None:
+    inbox.hold()
+    assert not inbox.take_turn(), "taken while the loop is at work"
+    read_end, write_end = os.pipe()
+    resumed = threading.Event()
+
+    def loop() -> None:
+        inbox.wait([read_end], LONG)
+        resumed.set()
+
+    waiter = threading.Thread(target=loop)
+    waiter.start()
+    deadline = time.monotonic() + LONG
+    while not inbox.take_turn():  # free once the loop is in its wait
+        assert time.monotonic() < deadline, "the turn was never free"
+        time.sleep(0.001)
+    try:
+        os.write(write_end, b"x")  # the wait ends, but the loop must get the turn back
+        assert not resumed.wait(0.2), "the loop resumed while another thread had the turn"
+    finally:
+        inbox.give_turn()
+    assert resumed.wait(LONG), "the loop never resumed"
+    waiter.join(timeout=LONG)
+    assert not inbox.take_turn(), "the resumed loop does not hold the turn"
+    inbox.let_go()
+    os.close(read_end)
+    os.close(write_end)
