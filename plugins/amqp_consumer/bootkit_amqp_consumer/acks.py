@@ -46,6 +46,11 @@ class Acks:
         else:
             message.ack()
 
+    def forget(self, message: Any) -> None:
+        """Take back the ack of `message` if it was not sent yet (its connection failed
+        before the flush went out): it is no longer among the `unsent`."""
+        self._acked.pop(message.delivery_tag, None)
+
     def reject(self, message: Any, *, requeue: bool) -> None:
         """Reject `message` now; requeued or dropped (dead-lettered when the queue has
         a dead-letter exchange)."""

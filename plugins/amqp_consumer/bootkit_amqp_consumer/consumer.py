@@ -48,12 +48,9 @@ from bootkit_amqp_consumer.ratelimit import RateLimits, parse_rate
 from bootkit_amqp_consumer.state import WorkerState
 from bootkit_amqp_consumer.subscription import Subscription
 from bootkit_amqp_consumer.timer import Timer
-from bootkit_amqp_consumer.transport import drain, frame_ready, upkeep, waitables
+from bootkit_amqp_consumer.transport import Upkeep, drain, frame_ready, waitables
 
 INTAKE_DELAY = 0.05  # seconds frames may wait while every slot is busy (see _wait)
-# Seconds between two rounds of the Redis poller's upkeep (kombu's own event loop
-# restores unacknowledged messages on this period).
-UPKEEP_INTERVAL = 10.0
 
 
 class TaskConsumer:
@@ -89,7 +86,7 @@ class TaskConsumer:
         self._draining = False
         self.subscription: Subscription | None = None
         self.acks: Acks = Acks(None, coalesce=False)
-        self._upkeep_at = time.monotonic() + UPKEEP_INTERVAL
+        self._upkeep = Upkeep(connection)
         self.log = logger().bind(hostname=config.hostname)
 
     # -- set-up, called from the step's start ------------------------------------------
@@ -202,14 +199,6 @@ class TaskConsumer:
             self.pool.collect(readable)
             self.inbox.run()  # freed slots take their next task before intake runs
         drain(self.connection, readable, idle)
-
-    def _upkeep(self) -> None:
-        if self.connection.heartbeat:
-            self.connection.heartbeat_check()
-        now = time.monotonic()
-        if now >= self._upkeep_at:
-            self._upkeep_at = now + UPKEEP_INTERVAL
-            upkeep(self.connection)
 
     # -- intake ----------------------------------------------------------------------
 
@@ -355,7 +344,13 @@ class TaskConsumer:
             starting.append(delivery)
         if not starting:
             return
-        self.acks.flush()
+        try:
+            self.acks.flush()
+        except BaseException:  # none of them started: each must run when redelivered
+            for delivery in starting:
+                self.acks.forget(delivery.message)
+                self.state.forget_ack(delivery.request.id, delivery.request.retries)
+            raise
         for delivery in starting:
             self._start(delivery)
 

@@ -114,6 +114,12 @@ class WorkerState:
             if len(self.acked) > ACKED_MAX:
                 self.acked.popitem(last=False)
 
+    def forget_ack(self, task_id: str, retries: int) -> None:
+        """The ack of `task_id` (its try `retries`) never went out after all: its
+        redelivery is to run."""
+        with self.lock:
+            self.acked.pop((task_id, retries), None)
+
     def adopt(
         self,
         task_id: str,

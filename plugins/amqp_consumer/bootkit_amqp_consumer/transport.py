@@ -21,6 +21,7 @@ import contextlib
 import errno
 import select
 import socket
+import time
 from collections.abc import Callable, Collection
 from struct import Struct, unpack_from
 from typing import Any
@@ -217,16 +218,30 @@ def waitables(connection: Connection) -> list[Any] | None:
     return _redis_sockets(cycle)
 
 
-def upkeep(connection: Connection) -> None:
-    """What kombu's own event loop does on its timers for the Redis poller: give back
-    messages left unacknowledged past their visibility timeout by a worker that died,
-    and drop a BRPOP or pub/sub connection that stopped answering. Call it every few
-    seconds from the loop; elsewhere it does nothing."""
-    cycle = _redis_poller(connection)
-    if cycle is not None:
-        cycle.maybe_restore_messages()
-        cycle.maybe_check_brpop_health()
-        cycle.maybe_check_subclient_health()
+class Upkeep:
+    """What a loop does for `connection` between two waits: check the broker heartbeat,
+    and every `interval` seconds what kombu's own event loop does on its timers for
+    the Redis poller (restore messages left unacknowledged past their visibility
+    timeout by a worker that died, drop a BRPOP or pub/sub connection that stopped
+    answering; kombu does that every 10 s)."""
+
+    def __init__(self, connection: Connection, interval: float = 10.0) -> None:
+        self.connection = connection
+        self.interval = interval
+        self._due = time.monotonic() + interval
+
+    def __call__(self) -> None:
+        if self.connection.heartbeat:
+            self.connection.heartbeat_check()
+        now = time.monotonic()
+        if now < self._due:
+            return
+        self._due = now + self.interval
+        cycle = _redis_poller(self.connection)
+        if cycle is not None:
+            cycle.maybe_restore_messages()
+            cycle.maybe_check_brpop_health()
+            cycle.maybe_check_subclient_health()
 
 
 def _redis_poller(connection: Connection) -> Any:
