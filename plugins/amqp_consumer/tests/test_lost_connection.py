@@ -20,7 +20,6 @@ from bootkit_amqp_consumer.errors import BrokerConnectionLostError
 from bootkit_amqp_consumer.execution import make_runner
 from bootkit_amqp_consumer.options import WorkerConfig
 from bootkit_amqp_consumer.pools import SoloPool
-from bootkit_amqp_consumer.protocol import build
 from bootkit_amqp_consumer.state import WorkerState
 from bootkit_amqp_consumer.timer import Timer
 from test_transport import AMQP_URL, connect
@@ -56,25 +55,6 @@ def config(queue: str, tmp_path: Path) -> WorkerConfig:
         max_redeliveries=3,
         state_dir=tmp_path,
     )
-
-
-def publish(queue: str, names: list[str]) -> None:
-    conn = connect()
-    try:
-        conn.default_channel.queue_declare(queue, durable=True, auto_delete=False)
-        producer = conn.Producer()
-        for name in names:
-            message = build(name, [], {}, task_id=f"id-{name}", ignore_result=True)
-            producer.publish(
-                message.body,
-                exchange="",
-                routing_key=queue,
-                serializer="json",
-                headers=message.headers,
-                **message.properties,
-            )
-    finally:
-        conn.release()
 
 
 def consumer_for(app: App, cfg: WorkerConfig, state: WorkerState, timer: Timer) -> Any:
@@ -134,7 +114,10 @@ def test_a_task_whose_early_ack_could_not_be_sent_runs_when_redelivered(
         ran.append("second")
         second_ran.set()
 
-    publish(queue_name, ["lost.cut", "lost.second"])
+    app.configure(broker=AMQP_URL, result_backend=None)
+    for name in ("lost.cut", "lost.second"):
+        app.send_task(name, queue=queue_name, task_id=f"id-{name}", ignore_result=True)
+    app.close()
     state, timer = WorkerState(), Timer()
     timer.start()
     cfg = config(queue_name, tmp_path)
