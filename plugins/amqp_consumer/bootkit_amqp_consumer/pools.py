@@ -129,8 +129,18 @@ class SoloPool(Reporting):
 _STOP = None
 
 
+class _Local(threading.local):
+    free = False  # the thread reports an outcome: what it is handed now, it runs next
+    next: tuple[Job, Done] | None = None
+
+
 class ThreadPool(Reporting):
-    """N threads taking jobs from one queue."""
+    """N threads taking jobs from one queue.
+
+    A job submitted by a pool thread while it reports its outcome (the consumer hands
+    out the next task in the loop's turn) is kept by that thread and run next, with
+    no hand-off through the queue to another thread; one job a report, the rest queue.
+    """
 
     kind = "threads"
 
@@ -143,6 +153,7 @@ class ThreadPool(Reporting):
         self._threads: list[threading.Thread] = []
         self._running: dict[int, str] = {}
         self._lock = threading.Lock()
+        self._local = _Local()
 
     @property
     def size(self) -> int:
@@ -161,10 +172,13 @@ class ThreadPool(Reporting):
 
     def _work(self) -> None:
         ident = threading.get_ident()
+        local = self._local
+        item: tuple[Job, Done] | None = None
         while True:
-            item = self._queue.get()
-            if item is _STOP:
-                return
+            if item is None:
+                item = self._queue.get()
+                if item is _STOP:
+                    return
             job, done = item
             with self._lock:
                 self._running[ident] = job.id
@@ -173,10 +187,19 @@ class ThreadPool(Reporting):
             finally:
                 with self._lock:
                     self._running.pop(ident, None)
-            report_outcome(done, outcome)
+            local.free = True  # a job submitted while the outcome is reported runs here next
+            try:
+                report_outcome(done, outcome)
+            finally:
+                local.free = False
+            item, local.next = local.next, None
 
     def submit(self, job: Job, done: Done) -> None:
-        self._queue.put((job, done))
+        local = self._local
+        if getattr(local, "free", False) and local.next is None:
+            local.next = (job, done)  # this pool thread is done with its job: no hand-off
+        else:
+            self._queue.put((job, done))
 
     def stop(self, *, wait: bool = True) -> None:
         threads, self._threads = self._threads, []
