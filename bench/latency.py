@@ -5,7 +5,9 @@
 One client sends a task, waits for its result, and only then sends the next: M times
 in a row (``--n``, after ``--warmup`` round trips that are not counted), each round
 trip timed with time.perf_counter from just before ``send_task`` to ``.get()``
-returning. The client is the same for both workers: the real Celery client from the
+returning. One more row is the floor: a plain kombu consumer that answers each task
+the way Celery's Redis result backend stores a result (``SET`` and ``PUBLISH`` of the
+result's meta, in one pipeline) and acks it, the least any worker can do here. The client is the same for both workers: the real Celery client from the
 peers' venv (``app.send_task("bench.echo", args=[i], queue=Q).get(timeout=10)``), run
 as a small script that prints the timings as JSON. Pools at matched concurrency: solo
 (1), threads (2) and prefork (2), bootkit and Celery alternated variant by variant in
@@ -53,6 +55,7 @@ RESULT_TIMEOUT = 10.0  # seconds the client waits for any one result
 STOP = 30.0  # seconds a worker may take to exit after SIGTERM before it is killed
 POOLS = (("solo", 1), ("threads", 2), ("prefork", 2))
 TARGET = 0.5  # bootkit's p50 and p99 at most half of Celery's
+FLOOR_LABEL = "kombu answer loop (the floor)"
 
 BOOTKIT_TASKS = """
 from bootkit_amqp_consumer import App
@@ -75,6 +78,43 @@ app.conf.result_backend = "{backend}"
 @app.task(name="bench.echo")
 def echo(value):
     return value
+"""
+
+FLOOR = """
+import datetime
+import json
+import sys
+
+import redis
+from kombu import Connection, Exchange, Queue
+from kombu.messaging import Consumer
+
+broker, backend, queue = sys.argv[1], sys.argv[2], sys.argv[3]
+results = redis.Redis.from_url(backend)
+
+
+def on_message(body, message):
+    args, _kwargs, _embed = body
+    task_id = message.headers["id"]
+    key = f"celery-task-meta-{task_id}"
+    meta = json.dumps({
+        "status": "SUCCESS", "result": args[0], "traceback": None, "children": [],
+        "date_done": datetime.datetime.now(datetime.UTC).isoformat(), "task_id": task_id,
+    })
+    with results.pipeline(transaction=False) as pipe:
+        pipe.set(key, meta, ex=86400)
+        pipe.publish(key, meta)
+        pipe.execute()
+    message.ack()
+
+
+with Connection(broker) as conn:
+    channel = conn.channel()
+    channel.basic_qos(0, 4, False)
+    task_queue = Queue(queue, Exchange(queue, "direct"), routing_key=queue)
+    with Consumer(channel, [task_queue], callbacks=[on_message], accept=["json"]):
+        while True:
+            conn.drain_events()
 """
 
 CLIENT = """
@@ -119,7 +159,7 @@ print(json.dumps(timings))
 @dataclass
 class Variant:
     label: str
-    kind: str  # "bootkit" or "celery"
+    kind: str  # "bootkit", "celery" or "floor"
     pool: str
     concurrency: int
     p50: list[float] = field(default_factory=list)  # seconds, one per round
@@ -133,6 +173,8 @@ def worker_command(
 ) -> list[str]:
     """The worker's command line; the app module is `bench_bootkit` or `bench_celery`."""
     node = f"bench-{uuid.uuid4().hex[:8]}@{HOST}"
+    if kind == "floor":
+        return [sys.executable, "bench_floor.py", broker, backend or BACKEND, queue]
     if kind == "bootkit":
         args = [sys.executable, "-m", "bootkit", "--loglevel", "warning", "start"]
         args += ["-A", "bench_bootkit:app", "-P", pool, "-c", str(concurrency)]
@@ -254,12 +296,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         for pool, c in POOLS
         for kind in ("bootkit", "celery")
     ]
+    rows.append(Variant(FLOOR_LABEL, "floor", "", 1))
     with tempfile.TemporaryDirectory(prefix="bootkit-bench-lat-") as tmp:
         folder = Path(tmp)
         for name, text in (
             ("bench_bootkit.py", BOOTKIT_TASKS),
             ("bench_celery.py", CELERY_TASKS),
             ("bench_client.py", CLIENT),
+            ("bench_floor.py", FLOOR),
         ):
             (folder / name).write_text(text.replace("{backend}", BACKEND), encoding="utf-8")
         for _ in range(options.rounds):
@@ -331,6 +375,15 @@ def report(
     for row in rows:
         for failure in row.failures:
             print(f"note: a run of '{row.label}' failed: {failure}")
+    floor = by_label[FLOOR_LABEL]
+    for row in rows:
+        if row.kind != "celery" or not row.p50 or not floor.p50:
+            continue
+        half, least = statistics.median(row.p50) * TARGET, statistics.median(floor.p50)
+        print(
+            f"half of {row.label}'s p50 is {half * 1000:.2f} ms, the floor's p50 "
+            f"{least * 1000:.2f} ms: {'within' if half >= least else 'below'} what any worker can do"
+        )
     for row in rows:
         if row.kind != "bootkit":
             continue
