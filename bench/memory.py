@@ -11,6 +11,8 @@ processes with prefork). PSS (from /proc/PID/smaps_rollup, shared pages split am
 the processes sharing them) is shown beside it. Pools at matched concurrency: solo
 (1), threads (2) and prefork (2), bootkit and Celery alternated variant by variant.
 Every run has a node name of its own; queues and counters are deleted afterwards.
+The floor is the RSS of an interpreter that has only imported what both workers here
+must (kombu's AMQP transport, and redis-py for the tasks' counter).
 Needs the broker (RabbitMQ on loopback by default) and Redis on 127.0.0.1:6379.
 """
 
@@ -137,6 +139,20 @@ def measure(variant: Variant, broker: str, count: int, folder: Path, marker: str
             print(f"note: could not delete queue {queue}: {exc!r}", file=sys.stderr)
 
 
+FLOOR_IMPORTS = "kombu.transport.pyamqp, amqp, redis"
+
+
+def floor_rss() -> float:
+    """VmRSS in MiB of a fresh interpreter that has imported FLOOR_IMPORTS and no more."""
+    code = (
+        f"import {FLOOR_IMPORTS}\n"
+        "print(next(line.split()[1] for line in open('/proc/self/status')"
+        " if line.startswith('VmRSS:')))"
+    )
+    done = run([sys.executable, "-c", code])
+    return int(done.stdout.strip()) / 1024  # VmRSS is in kB
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--n", type=int, default=10_000, help="tasks of the 'after N' run")
@@ -166,7 +182,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                     except RuntimeError as exc:
                         print(f"  {variant.label}, {count} tasks: failed: {exc}", file=sys.stderr)
                         variant.failures.append(f"{count} tasks: {str(exc).splitlines()[0]}")
-    report(rows, options, peer, marker, load_before)
+    report(rows, options, peer, marker, load_before, floor_rss())
 
 
 def report(
@@ -175,6 +191,7 @@ def report(
     peer: Path,
     marker: str,
     load_before: tuple[float, float, float],
+    floor: float,
 ) -> None:
 
     def rss(samples: list[Sample]) -> float | None:
@@ -234,6 +251,16 @@ def report(
     for row in rows:
         for failure in row.failures:
             print(f"note: a run of '{row.label}' failed: {failure}")
+    print(f"floor: a Python that imported {FLOOR_IMPORTS} and no more: {floor:.1f} MiB RSS")
+    for row in rows:
+        if row.kind == "celery" and (idle := rss(row.idle)) is not None:
+            processes = max(sample.processes for sample in row.idle)
+            least = floor * processes  # each process has at least those imports mapped
+            print(
+                f"half of {row.label}'s idle RSS is {idle * TARGET:.1f} MiB, the floor for "
+                f"{processes} process{'es' if processes > 1 else ''} {least:.1f} MiB: "
+                f"{'within' if idle * TARGET >= least else 'below'} what any worker can do"
+            )
     for row in rows:
         if row.kind != "bootkit":
             continue
