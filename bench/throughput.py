@@ -7,8 +7,10 @@ rounds that alternate them, so drift hits all alike.
 Each variant gets its own queue, filled before it starts; the clock runs from the
 first task done to the N-th (the counter shows both), so boot and publishing are not
 counted. Pools at matched concurrency: solo (1), threads (2), prefork (2) for bootkit
-and Celery; Dramatiq 1 process x 1 thread and 2 processes x 1 thread; kombu one
-consumer with the same prefetch as bootkit's solo pool (4). One more bootkit row has
+and Celery, and on RabbitMQ bootkit's prefork whose children consume for themselves
+(``--prefork-intake children``) against Celery's prefork; Dramatiq 1 process x 1
+thread and 2 processes x 1 thread; kombu one consumer with the same prefetch as
+bootkit's solo pool (4). One more bootkit row has
 Dramatiq's shape: two solo workers on the queue, each on its own connection (what
 two `bootkit start -P solo` processes are). Needs the broker and
 Redis on 127.0.0.1:6379 (db 12 holds the counters). Peers run from their own venv.
@@ -42,6 +44,7 @@ from bootkit_amqp_consumer.protocol import build
 REPO = Path(__file__).resolve().parents[1]
 COUNTER_DB = "redis://127.0.0.1:6379/12"
 TWO_WORKERS = "bootkit solo -c 1, 2 workers"
+CHILDREN = "bootkit prefork -c 2 --prefork-intake children"  # compared with celery prefork -c 2
 SAME_SHAPE = "dramatiq -p 2 -t 1"  # what TWO_WORKERS is compared with
 DEADLINE = 600.0  # seconds one variant may take before the run counts as failed
 
@@ -212,11 +215,12 @@ def variants(broker: str, n: int, peer: Path) -> list[Variant]:
         return {**base, "PYTHONPATH": str(folder), "BOOTKIT_STATE_DIR": str(folder / "s"), **extra}
 
     def bootkit(
-        pool: str, c: int, workers: int = 1
+        pool: str, c: int, workers: int = 1, extra: tuple[str, ...] = ()
     ) -> Callable[[str, str, Path], subprocess.Popen[bytes]]:
         def start(queue: str, key: str, folder: Path) -> subprocess.Popen[bytes]:
             args = [sys.executable, "-m", "bootkit", "--loglevel", "warning", "start"]
             args += ["-A", "bench_bootkit:app", "-P", pool, "-c", str(c), "-Q", queue, "-b", broker]
+            args += extra
             if workers > 1:
                 args = [sys.executable, str(folder / "bench_workers.py"), str(workers), *args]
             return spawn(args, env(folder))
@@ -262,6 +266,17 @@ def variants(broker: str, n: int, peer: Path) -> list[Variant]:
             Variant(f"bootkit {pool} -c {c}", "celery", bootkit(pool, c), celery_messages, [])
         )
         rows.append(Variant(f"celery {pool} -c {c}", "", celery(pool, c), celery_messages, []))
+    if broker.startswith("amqp"):  # children consuming for themselves need an AMQP broker
+        rows.insert(
+            6,
+            Variant(
+                CHILDREN,
+                "celery",
+                bootkit("prefork", 2, extra=("--prefork-intake", "children")),
+                celery_messages,
+                [],
+            ),
+        )
     rows.append(
         Variant(TWO_WORKERS, "dramatiq", bootkit("solo", 1, workers=2), celery_messages, [])
     )
@@ -332,6 +347,11 @@ def main() -> None:
     report(rows, options, peer)
 
 
+def celery_twin(label: str) -> str:
+    """The Celery variant a bootkit one is compared with: same pool, same concurrency."""
+    return label.replace("bootkit", "celery").split(" --")[0]
+
+
 def report(rows: list[Variant], options: argparse.Namespace, peer: Path) -> None:
     def median(label: str) -> float:  # 0.0 for a variant not run (--only) or failed
         found = next((r for r in rows if r.label == label), None)
@@ -365,7 +385,7 @@ def report(rows: list[Variant], options: argparse.Namespace, peer: Path) -> None
         rates = row.rates or [0.0]
         ratio = ""
         if row.peer == "celery":
-            theirs = median(row.label.replace("bootkit", "celery"))
+            theirs = median(celery_twin(row.label))
             ours = statistics.median(rates)
             ratio = (
                 f"{ours / theirs:.2f} x celery, {ours / best_dramatiq:.2f} x best dramatiq, "
@@ -384,7 +404,7 @@ def report(rows: list[Variant], options: argparse.Namespace, peer: Path) -> None
         if row.peer != "celery":
             continue
         ours = median(row.label)
-        theirs = median(row.label.replace("bootkit", "celery"))
+        theirs = median(celery_twin(row.label))
         if not (theirs and best_dramatiq and kombu):
             continue  # a peer was not run (--only) or failed: no verdict
         met = ours >= 2 * theirs and ours > best_dramatiq and ours >= 0.6 * kombu

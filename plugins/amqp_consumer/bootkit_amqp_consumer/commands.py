@@ -14,6 +14,7 @@ import resource
 import signal
 import sys
 import time
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any
@@ -91,6 +92,15 @@ def worker_commands(ctx: Context) -> list[Command]:
     def pool() -> Pool:
         return ctx.get(Pool)  # type: ignore[type-abstract]
 
+    def children() -> Any:
+        """The pool whose children consume for themselves (pool_children), else None."""
+        found = pool()
+        return found if getattr(found, "consumes", False) else None
+
+    def reports(key: str) -> list[Any]:
+        """What the consuming children hold under `key` (see `Children.gather`)."""
+        return [item for report in children().gather() for item in report[key]]
+
     def task_named(arguments: Mapping[str, Any]) -> Any:
         name = arguments.get("task_name")
         if not isinstance(name, str) or name not in app.tasks:
@@ -112,29 +122,47 @@ def worker_commands(ctx: Context) -> list[Command]:
         return {"ok": "pong"}
 
     def active(arguments: Mapping[str, Any]) -> Any:
+        if children():
+            return reports("active")
         return [info(d) for d in consumer().running.values()]
 
     def reserved(arguments: Mapping[str, Any]) -> Any:
+        if children():
+            return reports("reserved")
         return [info(d) for d in consumer().reserved]
 
     def scheduled(arguments: Mapping[str, Any]) -> Any:
+        if children():
+            return reports("scheduled")
         return [scheduled_info(d) for d in consumer().scheduled.values()]
 
     def query_task(arguments: Mapping[str, Any]) -> Any:
         wanted = set(_ids(arguments, "ids" if "ids" in arguments else "task_id"))
-        now = consumer()
-        found: dict[str, Any] = {}
-        for where, deliveries in (
-            ("active", now.running.values()),
-            ("reserved", now.reserved),
-            ("scheduled", now.scheduled.values()),
-        ):
-            for d in deliveries:
-                if d.request.id in wanted:
-                    found[d.request.id] = [where, info(d)]
-        return found
+        if children():
+            where_infos = [
+                (where, item if where != "scheduled" else item["request"])
+                for report in children().gather()
+                for where in ("active", "reserved", "scheduled")
+                for item in report[where]
+            ]
+        else:
+            now = consumer()
+            where_infos = [
+                (where, info(d))
+                for where, deliveries in (
+                    ("active", now.running.values()),
+                    ("reserved", now.reserved),
+                    ("scheduled", now.scheduled.values()),
+                )
+                for d in deliveries
+                if d.request.id in wanted
+            ]
+        return {i["id"]: [where, i] for where, i in where_infos if i["id"] in wanted}
 
     def active_queues(arguments: Mapping[str, Any]) -> Any:
+        if children():
+            by_name = {q["name"]: q for q in reports("queues")}
+            return list(by_name.values())
         return [q.as_dict(recurse=True) for q in subscription().queues()]
 
     def stats(arguments: Mapping[str, Any]) -> Any:
@@ -143,8 +171,13 @@ def worker_commands(ctx: Context) -> list[Command]:
         found = ctx.find(TaskConsumer)
         usage = resource.getrusage(resource.RUSAGE_SELF)
         connection = found.connection if found is not None else None
+        total, prefetch = dict(state.total), found.qos.value if found and found.qos else None
+        if children():
+            told = children().gather()
+            total = dict(sum((Counter(r["total"]) for r in told), Counter()))
+            prefetch = sum(r["prefetch_count"] or 0 for r in told)
         return {
-            "total": dict(state.total),
+            "total": total,
             "pid": os.getpid(),
             "clock": str(state.clock.value),
             "uptime": int(time.monotonic() - state.started),
@@ -157,7 +190,7 @@ def worker_commands(ctx: Context) -> list[Command]:
                 "timeouts": [0, 0],
             },
             "broker": broker_info(connection),
-            "prefetch_count": found.qos.value if found is not None and found.qos else None,
+            "prefetch_count": prefetch,
             "rusage": {
                 "utime": usage.ru_utime,
                 "stime": usage.ru_stime,
@@ -232,6 +265,8 @@ def worker_commands(ctx: Context) -> list[Command]:
         except ValueError as exc:
             raise CommandError(str(exc)) from None
         state.rate_limits[task.name] = rate
+        if children():
+            children().broadcast("rate_limit", task.name, rate)
         log.info("rate_limit_set", task=task.name, per_second=rate)
         if rate is None:
             return {"ok": f"rate limits disabled for task {task.name}"}
@@ -241,6 +276,8 @@ def worker_commands(ctx: Context) -> list[Command]:
         task = task_named(arguments)
         task.soft_time_limit = _limit(arguments.get("soft"), "soft")
         task.time_limit = _limit(arguments.get("hard"), "hard")
+        if children():
+            children().broadcast("time_limit", task.name, task.soft_time_limit, task.time_limit)
         log.info("time_limit_set", task=task.name, soft=task.soft_time_limit, hard=task.time_limit)
         return {"ok": f"time limits set successfully for task {task.name}"}
 
@@ -251,13 +288,25 @@ def worker_commands(ctx: Context) -> list[Command]:
         exchange = arguments.get("exchange") or queue
         kind = arguments.get("exchange_type") or "direct"
         key = arguments.get("routing_key") or queue
-        subscription().add_queue(queue, str(exchange), str(kind), str(key))
+        if children():
+            state.cancelled_queues.discard(queue)
+            state.added_queues[queue] = (str(exchange), str(kind), str(key))
+            children().broadcast("add_queue", queue, str(exchange), str(kind), str(key))
+        else:
+            subscription().add_queue(queue, str(exchange), str(kind), str(key))
         log.info("queue_added", queue=queue)
         return {"ok": f"add consumer {queue}"}
 
     def cancel_consumer(arguments: Mapping[str, Any]) -> Any:
         queue = arguments.get("queue")
-        if not isinstance(queue, str) or not subscription().cancel_queue(queue):
+        if children():
+            consumed = {*config.queues, *state.added_queues} - state.cancelled_queues
+            if queue not in consumed:
+                raise CommandError(f"not consuming from queue {queue!r}")
+            state.cancelled_queues.add(queue)
+            state.added_queues.pop(queue, None)
+            children().broadcast("cancel_queue", queue)
+        elif not isinstance(queue, str) or not subscription().cancel_queue(queue):
             raise CommandError(f"not consuming from queue {queue!r}")
         log.info("queue_cancelled", queue=queue)
         return {"ok": f"no longer consuming from {queue}"}
@@ -312,6 +361,8 @@ def worker_commands(ctx: Context) -> list[Command]:
             dispatcher = ctx.find(EventDispatcher)
             if dispatcher is not None:
                 dispatcher.task_events = on
+            if children():
+                children().broadcast("task_events", on)
             log.info("task_events_" + ("enabled" if on else "disabled"))
             return {"ok": "task events " + ("enabled" if on else "disabled")}
 

@@ -67,6 +67,7 @@ class TaskConsumer:
         state: WorkerState,
         connection: Any,
         events: EventDispatcher | None = None,
+        intake: bool = True,
     ) -> None:
         self.app = app
         self.events = events
@@ -87,12 +88,24 @@ class TaskConsumer:
         self.subscription: Subscription | None = None
         self.acks: Acks = Acks(None, coalesce=False)
         self._upkeep = Upkeep(connection)
+        # False: the pool's children consume for themselves (pool_children); this loop
+        # then serves remote control only.
+        self.intake = intake
+        # Asked about a redelivered task this worker does not know (set in such a
+        # child): "run", "done" (ack it), "running" (elsewhere: ask again later) or
+        # "reject" (lost too often).
+        self.verdict: Callable[[str, int], str] | None = None
+        # The part of each rate limit this consumer applies: 1/N in each of N children
+        # consuming for themselves, so the worker as a whole keeps the rate.
+        self.rate_share = 1.0
         self.log = logger().bind(hostname=config.hostname)
 
     # -- set-up, called from the step's start ------------------------------------------
 
     def declare(self) -> None:
         """Open the channel, set the prefetch count and start consuming."""
+        if not self.intake:
+            return
         self.subscription = Subscription(self.connection, self.config, self.state, self._on_message)
         self.acks = self.subscription.acks
         self.state.on_cold.append(self.subscription.restore_unacked)
@@ -124,7 +137,8 @@ class TaskConsumer:
         try:
             while True:
                 self.inbox.run()
-                self.qos.update()  # held ETA messages raise it: they must not take a slot
+                if self.qos is not None:
+                    self.qos.update()  # held ETA messages raise it: they must not take a slot
                 self.acks.flush()
                 if self._stopping.is_set():
                     if not self._draining:
@@ -229,6 +243,11 @@ class TaskConsumer:
         self.log.info("task_received", task=request.name, task_id=request.id)
         if self._seen_before(delivery):
             return
+        self._accept(delivery)
+
+    def _accept(self, delivery: Delivery) -> None:
+        """Count, announce and reserve (or hold until its ETA) a task to run."""
+        request = delivery.request
         self.state.total[request.name] += 1
         if self.events is not None and self.events.task_events:
             self.events.task_received(request)
@@ -254,12 +273,36 @@ class TaskConsumer:
             redelivered=redelivered,
             retries=request.retries,
         )
+        if not state and redelivered and self.verdict is not None:
+            return self._ask(delivery)
         if state == "done":
             self._ack(delivery)
             self.log.info("task_already_done", task=request.name, task_id=request.id)
         elif state == "running":
             self.log.info("task_already_running", task=request.name, task_id=request.id)
         return bool(state)
+
+    def _ask(self, delivery: Delivery) -> bool:
+        """A redelivery the pool's parent knows of: done, running elsewhere, lost too
+        often (see pool_children); False: run it."""
+        assert self.verdict is not None
+        request = delivery.request
+        verdict = self.verdict(request.id, request.retries)
+        if verdict == "done":
+            self._ack(delivery)
+            self.log.info("task_already_done", task=request.name, task_id=request.id)
+        elif verdict == "running":
+            self.log.info("task_already_running", task=request.name, task_id=request.id)
+            self.timer.call_later(0.5, lambda: self.post(lambda: self._asked_again(delivery)))
+        elif verdict == "reject":
+            self.log.error("task_lost_too_often", task=request.name, task_id=request.id)
+            self.state.rejected["lost"] += 1
+            self.acks.reject(delivery.message, requeue=False)
+        return verdict != "run"
+
+    def _asked_again(self, delivery: Delivery) -> None:
+        if not self._draining and not self._ask(delivery):
+            self._accept(delivery)
 
     def _task_event(self, event_type: str, **fields: Any) -> None:
         if self.events is not None and self.events.task_events:
@@ -287,6 +330,8 @@ class TaskConsumer:
             rate = self.state.rate_limits[name]
         else:
             rate = parse_rate(self.app.tasks[name].rate_limit)
+        if rate is not None:
+            rate *= self.rate_share
         wait = self.rate_limits.wait(name, rate)
         if wait <= 0:
             return False

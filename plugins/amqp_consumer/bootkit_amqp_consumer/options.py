@@ -10,6 +10,7 @@ from pathlib import Path
 from bootkit import ConfigError, Option, Settings
 
 POOLS = ("prefork", "threads", "solo")
+AMQP_SCHEMES = ("amqp", "amqps", "pyamqp")  # where a closed connection requeues its messages
 DEFAULT_QUEUE = "celery"
 
 OPTIONS = [
@@ -40,6 +41,14 @@ OPTIONS = [
         metavar="N",
     ),
     Option("pool", "Execution pool.", short="-P", choices=POOLS, default="prefork"),
+    Option(
+        "prefork_intake",
+        "Who takes tasks from the broker with -P prefork: the parent, handing each to an "
+        "idle child (fair), or each child on a connection of its own (faster with short "
+        "tasks; a long task holds what its child reserved).",
+        choices=("parent", "children"),
+        default="parent",
+    ),
     Option("hostname", "Node name (default bootkit@HOST).", short="-n", metavar="NAME"),
     Option(
         "prefetch_multiplier", "Messages reserved per pool slot.", type=int, default=4, metavar="N"
@@ -137,6 +146,7 @@ class WorkerConfig:
     task_events: bool = False
     control_allow: frozenset[str] = frozenset()
     broker_heartbeat: float = 10.0
+    prefork_intake: str = "parent"  # or "children": see pool_children
 
     @property
     def prefetch_count(self) -> int:
@@ -165,6 +175,15 @@ class WorkerConfig:
             raise ConfigError("-P solo runs one task at a time; drop -c or use -P threads")
         if pool == "solo":
             concurrency = 1
+        intake = settings.option("prefork_intake", "parent")
+        if intake == "children" and pool != "prefork":
+            raise ConfigError(f"--prefork-intake children needs -P prefork, not -P {pool}")
+        if intake == "children" and broker.split("://", 1)[0] not in AMQP_SCHEMES:
+            raise ConfigError(
+                "--prefork-intake children needs an AMQP broker such as RabbitMQ: on others "
+                "a child that dies keeps the tasks it reserved (until Redis's visibility "
+                "timeout) or loses them (the embedded broker)"
+            )
         multiplier = settings.option("prefetch_multiplier", 4)
         if multiplier < 1:
             raise ConfigError(f"--prefetch-multiplier must be at least 1, got {multiplier}")
@@ -186,6 +205,7 @@ class WorkerConfig:
             task_events=bool(settings.option("task_events", False)),
             control_allow=control_allow(settings.option("control_allow", ())),
             broker_heartbeat=float(settings.option("broker_heartbeat", 10.0)),
+            prefork_intake=intake,
         )
 
 

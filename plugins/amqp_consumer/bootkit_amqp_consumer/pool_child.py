@@ -11,6 +11,7 @@ import signal
 import time
 from multiprocessing.connection import Connection
 from types import FrameType
+from typing import Any
 
 from bootkit_amqp_consumer.errors import SoftTimeLimitExceededError
 from bootkit_amqp_consumer.execution import failure
@@ -36,6 +37,28 @@ class SoftLimit:
             )
 
 
+def become_child(parents: list[Any], mask: set[signal.Signals]) -> SoftLimit:
+    """A forked pool child's first steps: close what is the parent's (`parents`: fds and
+    objects with a ``close``), take the parent's signal handlers down, ignore Ctrl-C
+    (it reaches the whole group), die on SIGTERM, raise the soft limit on SIGUSR1, and
+    unblock the signals the parent blocked across fork (`mask`). Returns the handler."""
+    for item in parents:
+        if isinstance(item, int):
+            os.close(item)
+        else:
+            item.close()
+    soft_limit = SoftLimit()
+    signal.set_wakeup_fd(-1)  # the parent's wakeup fd is the parent's alone
+    for signum in signal.valid_signals():
+        if callable(signal.getsignal(signum)):  # the parent's Python handlers
+            signal.signal(signum, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGUSR1, soft_limit)
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+    return soft_limit
+
+
 def child_main(
     conn: Connection,
     runner: Runner,
@@ -43,20 +66,7 @@ def child_main(
     mask: set[signal.Signals],
 ) -> None:
     """Run jobs from `conn` until told to exit or the parent goes away (in the child)."""
-    for item in parents:
-        if isinstance(item, Connection):
-            item.close()
-        else:
-            os.close(item)
-    soft_limit = SoftLimit()
-    signal.set_wakeup_fd(-1)  # the parent's wakeup fd is the parent's alone
-    for signum in signal.valid_signals():
-        if callable(signal.getsignal(signum)):  # the parent's Python handlers
-            signal.signal(signum, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGUSR1, soft_limit)
-    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+    soft_limit = become_child(parents, mask)
     while True:
         try:
             data = conn.recv_bytes()

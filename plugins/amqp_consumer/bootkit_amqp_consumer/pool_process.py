@@ -25,7 +25,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from multiprocessing.context import ForkProcess
-from typing import Literal
+from typing import Literal, Protocol
 
 from bootkit import logger
 from bootkit_amqp_consumer.errors import (
@@ -437,7 +437,12 @@ def _readable(conn: Connection) -> bool:
     return bool(select.select([conn.fileno()], [], [], 0)[0])
 
 
-def _signal(child: _Child, signum: signal.Signals) -> None:
+class _Forked(Protocol):
+    process: ForkProcess
+    pid: int
+
+
+def _signal(child: _Forked, signum: signal.Signals) -> None:
     # exitcode polls waitpid: a child already reaped must not be signalled (pid reuse).
     if child.process.exitcode is None:
         with contextlib.suppress(ProcessLookupError):

@@ -113,6 +113,11 @@ class PoolStep(Step):
             self.pool = SoloPool(runner)
         elif config.pool == "threads":
             self.pool = ThreadPool(runner, config.concurrency)
+        elif config.prefork_intake == "children":
+            from bootkit_amqp_consumer.pool_children import Children
+
+            app, state = ctx.get(App), ctx.get(WorkerState)
+            self.pool = Children(app=app, config=config, runner=runner, state=state)
         else:
             from bootkit_amqp_consumer.pool_process import ProcessPool
 
@@ -211,15 +216,17 @@ class TasksStep(Step):
         from bootkit_amqp_consumer.events import EventDispatcher
 
         results = ctx.get(Results)
+        pool = ctx.get(Pool)  # type: ignore[type-abstract]
         self.consumer = TaskConsumer(
             app=ctx.get(App),
             config=ctx.get(WorkerConfig),
-            pool=ctx.get(Pool),  # type: ignore[type-abstract]
+            pool=pool,
             timer=ctx.get(Timer),
             backend=results.backend,
             state=ctx.get(WorkerState),
             connection=ctx.get(Connection).kombu,
             events=ctx.find(EventDispatcher),
+            intake=not getattr(pool, "consumes", False),
         )
         connection = ctx.get(Connection).kombu
         errors = tuple(connection.connection_errors) + tuple(connection.channel_errors)
@@ -229,6 +236,9 @@ class TasksStep(Step):
             raise BrokerConnectionLostError(f"{type(exc).__name__}: {exc}") from exc
         ctx.provide(TaskConsumer, self.consumer)
         ctx.get(WorkerState).consumer = self.consumer
+        begin = getattr(pool, "begin", None)
+        if callable(begin):  # children consuming for themselves start now
+            begin()
 
     def stop(self, ctx: Context, reason: StopReason) -> None:
         ctx.get(WorkerState).consumer = None
@@ -293,6 +303,9 @@ class LoopStep(Step):
             ctx.fail(exc, step=self.name)
 
     def stop(self, ctx: Context, reason: StopReason) -> None:
+        drain = getattr(self.consumer.pool, "drain", None)
+        if reason is StopReason.SHUTDOWN and callable(drain):
+            drain()  # children consuming for themselves take no more tasks from now on
         self.consumer.stop()
         if self.thread is not threading.current_thread():
             self.thread.join()

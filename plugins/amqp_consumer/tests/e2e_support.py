@@ -140,7 +140,10 @@ def launch(
     concurrency: int = 2,
     name: str = "worker",
 ) -> Service:
-    """Start ``bootkit start -A e2e_tasks:app`` on `queue` and wait until it is ready."""
+    """Start ``bootkit start -A e2e_tasks:app`` on `queue` and wait until it is ready;
+    `pool` "prefork-children" is ``-P prefork --prefork-intake children``."""
+    if pool == "prefork-children":
+        pool, extra = "prefork", ("--prefork-intake", "children", *extra)
     args = ["-A", "e2e_tasks:app", "-P", pool, "--broker", broker.url]
     args += ["--result-backend", RESULTS_URL, "-Q", queue]
     if pool != "solo":

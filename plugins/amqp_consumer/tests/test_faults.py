@@ -255,10 +255,11 @@ def test_p5_p6_warm_then_cold_shutdown_lose_nothing(
 
 
 @pytest.mark.parametrize("broker", ["rabbitmq"], indirect=True)
+@pytest.mark.parametrize("pool", ["prefork", "prefork-children"])
 def test_p3_killed_pool_child_and_a_poison_task_lose_nothing_and_do_not_loop(
-    start_worker: StartWorker, broker: Broker, queue: str, ledger: Path, client: App
+    start_worker: StartWorker, broker: Broker, queue: str, ledger: Path, client: App, pool: str
 ) -> None:
-    worker = start_worker("--prefetch-multiplier", "1", "--max-redeliveries", "2", pool="prefork")
+    worker = start_worker("--prefetch-multiplier", "1", "--max-redeliveries", "2", pool=pool)
     tags = publish(broker, queue, ledger, 10, 0.5)
     poison = client.send_task(EXIT_PROCESS, [str(ledger), "poison"])
     (victim,) = wait_until(partial(first_start, ledger), "a task running in a child")

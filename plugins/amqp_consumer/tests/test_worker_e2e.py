@@ -40,6 +40,15 @@ from e2e_tasks import (
 )
 
 
+def pools(*kinds: str) -> pytest.MarkDecorator:
+    """Each pool of `kinds` on RabbitMQ and Redis, and with prefork also the pool whose
+    children consume for themselves (RabbitMQ only: it needs an AMQP broker)."""
+    cases = [(broker, kind) for kind in kinds for broker in ("rabbitmq", "redis")]
+    if "prefork" in kinds:
+        cases.append(("rabbitmq", "prefork-children"))
+    return pytest.mark.parametrize(("broker", "pool"), cases, indirect=["broker"])
+
+
 def noted(ledger: Path, event: str) -> list[Entry]:
     return [e for e in read_ledger(ledger) if e.event == event]
 
@@ -61,7 +70,7 @@ def started(ledger: Path, count: int) -> list[Entry]:
 # -- running tasks -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("pool", ["solo", "threads", "prefork"])
+@pools("solo", "threads", "prefork")
 def test_each_pool_runs_tasks_and_get_returns_their_values(
     start_worker: StartWorker, client: App, ledger: Path, pool: str
 ) -> None:
@@ -75,7 +84,7 @@ def test_each_pool_runs_tasks_and_get_returns_their_values(
     assert total.get(timeout=WAIT) == 5
     assert tags(ledger, "start") == tags(ledger, "done") == [f"t{i}" for i in range(6)]
     ran_in = {e.pid for e in noted(ledger, "done")}
-    assert (ran_in == {worker.proc.pid}) is (pool != "prefork"), ran_in
+    assert (ran_in == {worker.proc.pid}) is (not pool.startswith("prefork")), ran_in
 
 
 def test_retry_runs_max_retries_plus_one_times_then_fails(
@@ -152,10 +161,11 @@ def test_task_sent_already_expired_is_revoked_and_never_runs(
 # -- time limits (prefork) -----------------------------------------------------------
 
 
+@pools("prefork")
 def test_soft_time_limit_raises_inside_the_task(
-    start_worker: StartWorker, client: App, ledger: Path
+    start_worker: StartWorker, client: App, ledger: Path, pool: str
 ) -> None:
-    start_worker(pool="prefork")
+    start_worker(pool=pool)
 
     # Sent by name with no limits, as a Celery client would: the task's own apply.
     result = client.send_task(SOFT_LIMITED, [str(ledger), "s", 5.0])
@@ -167,10 +177,11 @@ def test_soft_time_limit_raises_inside_the_task(
     assert SOFT_LIMIT - 0.1 <= soft.at - start.at < SOFT_LIMIT + 1.0
 
 
+@pools("prefork")
 def test_hard_time_limit_kills_the_task_and_its_slot_is_replaced(
-    start_worker: StartWorker, client: App, ledger: Path
+    start_worker: StartWorker, client: App, ledger: Path, pool: str
 ) -> None:
-    start_worker(pool="prefork", concurrency=1)
+    start_worker(pool=pool, concurrency=1)
 
     result = client.send_task(HARD_LIMITED, [str(ledger), "h", 5.0])
 
@@ -185,10 +196,11 @@ def test_hard_time_limit_kills_the_task_and_its_slot_is_replaced(
 # -- lost processes (prefork, late ack) ------------------------------------------------
 
 
+@pools("prefork")
 def test_late_ack_task_whose_process_is_killed_is_requeued_and_completes(
-    start_worker: StartWorker, client: App, ledger: Path
+    start_worker: StartWorker, client: App, ledger: Path, pool: str
 ) -> None:
-    worker = start_worker(pool="prefork")
+    worker = start_worker(pool=pool)
     result = client.send_task(WORK_LATE, [str(ledger), "k", 1.0])
     (first,) = started(ledger, 1)
 
@@ -203,10 +215,11 @@ def test_late_ack_task_whose_process_is_killed_is_requeued_and_completes(
     assert lost["requeued"] is True
 
 
+@pools("prefork")
 def test_task_that_always_kills_its_process_is_rejected_after_max_redeliveries(
-    start_worker: StartWorker, client: App, ledger: Path, broker: Broker, queue: str
+    start_worker: StartWorker, client: App, ledger: Path, broker: Broker, queue: str, pool: str
 ) -> None:
-    worker = start_worker("--max-redeliveries", "2", pool="prefork")
+    worker = start_worker("--max-redeliveries", "2", pool=pool)
 
     result = client.send_task(EXIT_PROCESS, [str(ledger), "p"])
 
@@ -222,7 +235,7 @@ def test_task_that_always_kills_its_process_is_rejected_after_max_redeliveries(
 # -- shutdown --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("pool", ["solo", "threads", "prefork"])
+@pools("solo", "threads", "prefork")
 def test_warm_shutdown_finishes_running_tasks_starts_none_and_loses_nothing(
     start_worker: StartWorker, client: App, ledger: Path, broker: Broker, queue: str, pool: str
 ) -> None:
@@ -264,7 +277,7 @@ def test_warm_shutdown_returns_a_task_held_for_its_eta_to_the_queue(
 # bootkit_cold_shutdown hook killed the pool's children and gave unacked messages back.
 
 
-@pytest.mark.parametrize("pool", ["threads", "prefork"])
+@pools("threads", "prefork")
 def test_cold_shutdown_exits_3_and_unfinished_tasks_return_to_the_queue(
     start_worker: StartWorker,
     client: App,

@@ -66,6 +66,10 @@ class Autoscale(Step):
         self.pool: Pool = ctx.get(Pool)  # type: ignore[type-abstract]
         if self.pool.kind == "solo":
             raise ConfigError("--autoscale needs -P threads or -P prefork; solo runs one task")
+        if getattr(self.pool, "consumes", False):
+            raise ConfigError(
+                "--autoscale scales by the tasks the parent holds; drop --prefork-intake children"
+            )
         cooldown = float(ctx.settings.option("autoscale_cooldown", DEFAULT_COOLDOWN))
         self.config = ctx.get(WorkerConfig)
         self.state = ctx.get(WorkerState)

@@ -72,7 +72,11 @@ class Heartbeat(Step):
 
     def fields(self) -> dict[str, Any]:
         """The worker-event fields as of now."""
-        active = len(self.consumer.running) if self.consumer is not None else 0
+        consumer = self.consumer
+        if consumer is None:
+            active = 0
+        else:  # children consuming for themselves (pool_children) announce what they run
+            active = len(consumer.running if consumer.intake else consumer.pool.active())
         processed = sum(self.state.processed[outcome] for outcome in FINISHED)
         return self.dispatcher.worker_fields(
             freq=self.interval, active=active, processed=processed, loadavg=loadavg()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,7 +14,7 @@ from prometheus_client.core import (
 )
 
 from bootkit_amqp_consumer.pools import Pool
-from bootkit_amqp_consumer.state import WorkerState
+from bootkit_amqp_consumer.state import Runtimes, WorkerState
 from bootkit_metrics.plugin import StepBook
 
 
@@ -27,10 +28,27 @@ class WorkerCollector:
 
     def collect(self) -> Iterator[Metric]:
         state = self.state
+        # With children consuming for themselves (pool_children), what they count.
+        told = self.pool.gather() if getattr(self.pool, "consumes", False) else None  # type: ignore[attr-defined]
+        total, rejected_by = Counter(state.total), Counter(state.rejected)
+        processed = Counter(state.processed)
+        runtimes = state.runtimes
+        if told is not None:
+            runtimes = Runtimes()
+            for report in told:
+                total.update(report["total"])
+                rejected_by.update(report["rejected"])
+                processed["revoked"] += report["revoked"]
+                theirs = report["runtimes"]
+                runtimes.counts = [
+                    a + b for a, b in zip(runtimes.counts, theirs["counts"], strict=True)
+                ]
+                runtimes.total += theirs["total"]
+                runtimes.count += theirs["count"]
         received = CounterMetricFamily(
             "bootkit_tasks_received", "Task messages accepted, by task name.", labels=["task"]
         )
-        for task, count in sorted(state.total.items()):
+        for task, count in sorted(total.items()):
             received.add_metric([task], count)
         yield received
         for outcome, key in (
@@ -40,15 +58,14 @@ class WorkerCollector:
             ("revoked", "revoked"),
         ):
             yield CounterMetricFamily(
-                f"bootkit_tasks_{outcome}", f"Tasks {outcome}.", value=state.processed[key]
+                f"bootkit_tasks_{outcome}", f"Tasks {outcome}.", value=processed[key]
             )
         rejected = CounterMetricFamily(
             "bootkit_messages_rejected", "Messages rejected, by reason.", labels=["reason"]
         )
-        for reason, count in sorted(state.rejected.items()):
+        for reason, count in sorted(rejected_by.items()):
             rejected.add_metric([reason], count)
         yield rejected
-        runtimes = state.runtimes
         cumulative, buckets = 0, []
         for bound, count in zip(runtimes.bounds, runtimes.counts, strict=False):
             cumulative += count
@@ -61,13 +78,23 @@ class WorkerCollector:
             sum_value=runtimes.total,
         )
         consumer: Any = state.consumer
-        for name, value, what in (
-            ("active", len(consumer.running) if consumer else 0, "running now"),
-            ("reserved", len(consumer.reserved) if consumer else 0, "waiting for a slot"),
-            ("scheduled", len(consumer.scheduled) if consumer else 0, "held for ETA or rate"),
+        if told is not None:
+            counts = [sum(len(r[key]) for r in told) for key in ("active", "reserved", "scheduled")]
+            prefetch = sum(r["prefetch_count"] or 0 for r in told)
+        else:
+            counts = [
+                len(consumer.running) if consumer else 0,
+                len(consumer.reserved) if consumer else 0,
+                len(consumer.scheduled) if consumer else 0,
+            ]
+            prefetch = consumer.qos.value if consumer is not None and consumer.qos else 0
+        for name, value, what in zip(
+            ("active", "reserved", "scheduled"),
+            counts,
+            ("running now", "waiting for a slot", "held for ETA or rate"),
+            strict=True,
         ):
             yield GaugeMetricFamily(f"bootkit_tasks_{name}", f"Tasks {what}.", value=value)
-        prefetch = consumer.qos.value if consumer is not None and consumer.qos else 0
         yield GaugeMetricFamily("bootkit_prefetch_count", "Prefetch (QoS) limit.", value=prefetch)
         yield GaugeMetricFamily("bootkit_pool_size", "Pool slots.", value=self.pool.size)
         seconds = GaugeMetricFamily(

@@ -1,0 +1,91 @@
+"""The prefork pool whose children consume for themselves (``--prefork-intake children``):
+what the parent does for them. How tasks run with it is tested beside the other pools
+(test_worker_e2e, test_faults P3, test_control_commands)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+from test_control_commands import ask, started
+
+from bootkit_amqp_consumer import App, TaskRevokedError, TimeLimitExceededError
+from e2e_support import WAIT, Broker, StartWorker, wait_for_events, wait_until, worker_env
+from e2e_tasks import HARD_LIMIT, HARD_LIMITED, WORK, read_ledger
+
+
+@pytest.mark.parametrize("broker", ["rabbitmq"], indirect=True)
+def test_the_parent_answers_for_its_children_and_revokes_in_them(
+    start_worker: StartWorker, broker: Broker, client: App, ledger: Path
+) -> None:
+    node = f"kids-{uuid.uuid4().hex[:8]}@host"
+    worker = start_worker("-n", node, "--control-allow", "all", pool="prefork-children")
+    running = [client.send_task(WORK, [str(ledger), f"a{i}", 30.0]) for i in range(2)]
+    wait_until(lambda: started(ledger, "a0") and started(ledger, "a1"), "both children busy")
+
+    active = ask(broker, node, "active")
+    assert sorted(task["id"] for task in active) == sorted(r.id for r in running)
+    children = ask(broker, node, "stats")["pool"]["processes"]
+    assert {task["worker_pid"] for task in active} == set(children)  # one task in each
+    assert worker.proc.pid not in children
+    where = ask(broker, node, "query_task", task_id=[running[0].id, "no-such-id"])
+    assert list(where) == [running[0].id]
+    assert where[running[0].id][0] == "active"
+    assert ask(broker, node, "stats")["total"] == {WORK: 2}
+    # A busy child reads nothing more from its connection until its task ends: this
+    # one waits there, unseen by inspect, as with a solo worker.
+    waiting = client.send_task(WORK, [str(ledger), "b"])
+
+    # Revoked in the parent, it is revoked in the children: the reserved task never
+    # runs, and the running ones are killed where they run.
+    ask(broker, node, "revoke", task_id=waiting.id)
+    ask(broker, node, "revoke", task_id=[r.id for r in running], terminate=True, signal="KILL")
+    for result in [*running, waiting]:
+        with pytest.raises(TaskRevokedError):
+            result.get(timeout=WAIT)
+    assert [e.tag for e in read_ledger(ledger) if e.event == "start"] == ["a0", "a1"]
+    assert ask(broker, node, "revoked") == [waiting.id, *(r.id for r in running)]
+
+
+@pytest.mark.parametrize("broker", ["rabbitmq"], indirect=True)
+def test_a_late_ack_task_killed_for_its_time_limit_is_acked_not_run_again(
+    start_worker: StartWorker, broker: Broker, client: App, ledger: Path, queue: str
+) -> None:
+    worker = start_worker("--acks-late", pool="prefork-children")
+
+    result = client.send_task(HARD_LIMITED, [str(ledger), "h", 5.0])
+
+    with pytest.raises(TimeLimitExceededError):
+        result.get(timeout=HARD_LIMIT + WAIT)
+    # Its child's connection died with it, so the broker redelivered the message to a
+    # child, which asked the parent and acknowledged it without running it.
+    wait_for_events(worker, "task_already_done", 1, task_id=result.id)
+    wait_until(lambda: broker.depth(queue) == 0, "nothing left in the queue")
+    assert [e.event for e in read_ledger(ledger)] == ["start"]
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (["-P", "threads"], "--prefork-intake children needs -P prefork, not -P threads"),
+        (["-b", "redis://127.0.0.1:6379/0"], "--prefork-intake children needs an AMQP broker"),
+        ([], "--prefork-intake children needs an AMQP broker"),  # the embedded broker
+    ],
+)
+def test_children_intake_needs_prefork_and_an_amqp_broker(
+    tmp_path: Path, args: list[str], error: str
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bootkit", "start", "--prefork-intake", "children", *args],
+        env=worker_env(tmp_path, "bad"),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert error in done.stderr.splitlines()[-1]
