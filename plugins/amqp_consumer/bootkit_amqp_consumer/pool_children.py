@@ -55,7 +55,7 @@ from bootkit_amqp_consumer.job import Job, Outcome
 from bootkit_amqp_consumer.options import WorkerConfig
 from bootkit_amqp_consumer.pool_process import _describe, _exit_fd, _signal
 from bootkit_amqp_consumer.pools import Done, Reporting, Runner, SoloPool, report_outcome
-from bootkit_amqp_consumer.state import WorkerState
+from bootkit_amqp_consumer.state import Runtimes, WorkerState
 
 CALL_TIMEOUT = 2.0  # seconds the parent waits for the children's replies to a call
 VERDICT_TIMEOUT = 5.0  # seconds a child waits for the parent's verdict; then it runs
@@ -108,12 +108,10 @@ class Slot:
 
     def read(self) -> Running:
         """What the child announced last (in the parent); task_id "" when it runs none."""
-        while True:
+        for _ in range(10_000):  # a child killed mid-write leaves the seq odd for good
             before = _SLOT.unpack_from(self._map)
-            if before[0] % 2 == 0:
-                after = _SLOT.unpack_from(self._map)
-                if after == before:
-                    break
+            if before[0] % 2 == 0 and _SLOT.unpack_from(self._map) == before:
+                break
         _, started, soft, hard, late, ignore, retries, ok, failed, retried, n, tid, m, name = before
         return Running(
             task_id=tid[:n].decode("utf-8", "replace"),
@@ -254,7 +252,14 @@ class Link:
             elif message[0] == "go":
                 self.go.set()
             else:
-                self.handle(message)
+                try:
+                    self.handle(message)
+                except Exception:  # the reader must outlive any one message
+                    logger().exception("child_message_failed", kind=message[0])
+
+
+def _key(running: Running) -> tuple[str, float]:
+    return running.task_id, running.started
 
 
 @dataclass(eq=False)
@@ -264,8 +269,9 @@ class _Child:
     conn: Connection
     exit_fd: int
     slot: Slot
-    killed_for: str | None = None  # "time_limit" or "terminated", once signalled
-    soft_sent: str = ""  # the task id a SIGUSR1 went out for
+    killed_for: str | None = None  # "time_limit" or "terminated", once signalled...
+    killed: tuple[str, float] = ("", 0.0)  # ...for this task (id, start): it may end first
+    soft_sent: tuple[str, float] = ("", 0.0)  # the task a SIGUSR1 went out for
     retiring: bool = False
     ended: tuple[int, int, int] = (0, 0, 0)  # the slot's counts the parent has taken
 
@@ -289,14 +295,18 @@ class Children(Reporting):
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._closing = False
+        self._respawn_at: float | None = None  # a fork failed: try again then
         self._going = False  # told the children to consume
         self._calls = itertools.count(1)
         self._replies: dict[int, list[Any]] = {}
         self._replied = threading.Condition(self._lock)
-        self._done: OrderedDict[str, None] = OrderedDict()  # ended here: redeliveries ack
-        self._seen_running: dict[str, None] = {}  # said "running" of: a redelivery waits
+        # By (task id, retries): a retry is a new message with the same id.
+        self._done: OrderedDict[tuple[str, int], None] = OrderedDict()  # redeliveries ack
+        self._seen_running: dict[tuple[str, int], None] = {}  # a redelivery waits on these
         self._pushed: set[str] = set()  # revoked ids the children were sent
         self._shared = self._wanted  # the pool size the children's rate shares are for
+        self._last_reports: dict[int, dict[str, Any]] = {}  # by pid, the latest gathered
+        self._gone: dict[str, Any] = _empty_report()  # the counts of children gone
         self.log = logger().bind(hostname=config.hostname)
 
     @property
@@ -353,9 +363,10 @@ class Children(Reporting):
     def terminate(self, job_id: str, signum: int = signal.SIGTERM) -> bool:
         with self._lock:
             for child in self._children:
-                if child.slot.read().task_id == job_id and not child.retiring:
-                    if child.killed_for is None:
-                        child.killed_for = "terminated"
+                running = child.slot.read()
+                if running.task_id == job_id:
+                    if child.killed != _key(running):
+                        child.killed_for, child.killed = "terminated", _key(running)
                         _signal(child, signal.Signals(signum))
                     return True
         return False
@@ -387,8 +398,14 @@ class Children(Reporting):
 
     def gather(self, timeout: float = CALL_TIMEOUT) -> list[dict[str, Any]]:
         """Each consuming child's report (`_report`): running, reserved, scheduled,
-        queues, counts; children that do not answer in time are left out."""
-        return [r for r in self.call("report", timeout=timeout) if isinstance(r, dict)]
+        queues, counts; children that do not answer in time are left out. One more
+        report holds the counts of children that have exited, as last reported, so
+        that the worker's counts never go down when a child goes."""
+        reports = [r for r in self.call("report", timeout=timeout) if isinstance(r, dict)]
+        with self._lock:
+            for report in reports:
+                self._last_reports[report["pid"]] = report
+            return [*reports, self._gone]
 
     def broadcast(self, name: str, *args: Any) -> None:
         """Have every child apply a control change (see `_apply`); no reply."""
@@ -409,17 +426,19 @@ class Children(Reporting):
     def verdict(self, task_id: str, retries: int, asking: _Child | None = None) -> str:
         """What a child is to do with a redelivery of `task_id` (see the module)."""
         with self._lock:
+            key = (task_id, retries)
             for child in list(self._children):
-                if child is asking or child.slot.read().task_id != task_id:
+                running = child.slot.read()
+                if child is asking or (running.task_id, running.retries) != key:
                     continue
-                if _exited(child, wait=1.0):  # its connection died with it: reap it first
+                if _exited(child):  # its connection died with it: reap it first
                     self._reap_locked(child)
                 else:
-                    self._seen_running[task_id] = None
+                    self._seen_running[key] = None
                     return "running"
-            if task_id in self._done:
+            if key in self._done or (task_id, -1) in self._done:
                 return "done"
-            if self._seen_running.pop(task_id, 0) is None:
+            if self._seen_running.pop(key, 0) is None:
                 # It ran elsewhere while this redelivery waited, and has ended: whatever
                 # became of that run's ack (its connection is why the broker redelivered).
                 return "done"
@@ -455,6 +474,10 @@ class Children(Reporting):
         )
         try:
             process.start()
+        except BaseException:
+            parent_end.close()
+            slot.close()
+            raise
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             child_end.close()
@@ -469,9 +492,14 @@ class Children(Reporting):
         for child in reversed(serving[self._wanted :]):
             child.retiring = True
             _send(child, ("stop",))
-        if not self._closing:
-            while sum(not c.retiring for c in self._children) < self._wanted:
-                self._spawn_locked()
+        if not self._closing and (self._respawn_at is None or self._respawn_at <= time.monotonic()):
+            self._respawn_at = None
+            try:
+                while sum(not c.retiring for c in self._children) < self._wanted:
+                    self._spawn_locked()
+            except OSError as exc:  # EAGAIN/ENOMEM from fork: keep going, try again soon
+                self.log.error("pool_spawn_failed", error=str(exc), retry_in=1.0)
+                self._respawn_at = time.monotonic() + 1.0
 
     def _wake(self) -> None:
         if self._wake_w >= 0:  # else the supervisor is gone: nothing to wake
@@ -479,11 +507,15 @@ class Children(Reporting):
                 os.write(self._wake_w, b"\0")
 
     def _push_revoked(self) -> None:
+        # The state's lock is let go before the pool's is taken (the supervisor takes
+        # them the other way round).
         with self.state.lock:
-            new = [task_id for task_id in self.state.revoked if task_id not in self._pushed]
-        if new:
+            revoked = list(self.state.revoked)
+        with self._lock:
+            new = [task_id for task_id in revoked if task_id not in self._pushed]
             self._pushed.update(new)
-            self.broadcast("revoke", new)
+            if new:
+                self.broadcast("revoke", new)
 
     def _supervise(self) -> None:
         while True:
@@ -498,26 +530,34 @@ class Children(Reporting):
                 waitables += [c.exit_fd for c in self._children]
                 timeout = self._timeout_locked()
             ready = set(wait(waitables, timeout))
-            with self._lock:
-                if self._wake_r in ready:
-                    with contextlib.suppress(BlockingIOError):
-                        os.read(self._wake_r, 4096)
-                for child in list(self._children):
-                    if child.conn in ready:
-                        self._receive_locked(child)
-                for child in list(self._children):
-                    if child.exit_fd in ready and child in self._children:
-                        self._reap_locked(child)
-                self._enforce_limits_locked()
-                self._count_locked()
-                self._reconcile_locked()
+            try:
+                self._turn(ready)
+            except Exception:  # the supervisor must outlive any one failure
+                self.log.exception("pool_supervisor_error")
+                time.sleep(0.1)  # not a spin, should it recur
+
+    def _turn(self, ready: set[Any]) -> None:
+        """One wake-up of the supervisor: messages, deaths, limits, counts, respawns."""
+        with self._lock:
+            if self._wake_r in ready:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(self._wake_r, 4096)
+            for child in list(self._children):
+                if child.conn in ready:
+                    self._receive_locked(child)
+            for child in list(self._children):
+                if child.exit_fd in ready and child in self._children:
+                    self._reap_locked(child)
+            self._enforce_limits_locked()
+            self._count_locked()
+            self._reconcile_locked()
 
     def _timeout_locked(self) -> float:
         deadlines = [time.monotonic() + 1.0]  # the children's counts, once a second
         for child in self._children:
             running = child.slot.read()
-            if running.task_id and child.killed_for is None:
-                if running.soft_at is not None and child.soft_sent != running.task_id:
+            if running.task_id and child.killed != _key(running):
+                if running.soft_at is not None and child.soft_sent != _key(running):
                     deadlines.append(running.soft_at)
                 if running.hard_at is not None:
                     deadlines.append(running.hard_at)
@@ -527,18 +567,18 @@ class Children(Reporting):
         now = time.monotonic()
         for child in self._children:
             running = child.slot.read()
-            if not running.task_id or child.killed_for is not None:
+            if not running.task_id or child.killed == _key(running):
                 continue
             if running.hard_at is not None and running.hard_at <= now:
-                child.killed_for = "time_limit"
+                child.killed_for, child.killed = "time_limit", _key(running)
                 self.log.warning("pool_time_limit", job_id=running.task_id, pid=child.pid)
                 _signal(child, signal.SIGKILL)
             elif (
                 running.soft_at is not None
                 and running.soft_at <= now
-                and child.soft_sent != running.task_id
+                and child.soft_sent != _key(running)
             ):
-                child.soft_sent = running.task_id
+                child.soft_sent = _key(running)
                 _signal(child, signal.SIGUSR1)
 
     def _count_locked(self, child: _Child | None = None) -> None:
@@ -565,15 +605,15 @@ class Children(Reporting):
                         box.append(message[2])
                         self._replied.notify_all()
                 elif kind == "orphans":
-                    for task_id in message[1]:
-                        self._remember_done(task_id)
+                    for task_id, retries in message[1]:
+                        self._remember_done(task_id, retries)
                 # "limits": a timed task started; the wait's new timeout covers it
         except (EOFError, OSError):
             pass  # it is exiting: its exit fd says so
 
-    def _remember_done(self, task_id: str) -> None:
-        self._done[task_id] = None
-        self._done.move_to_end(task_id)
+    def _remember_done(self, task_id: str, retries: int) -> None:
+        self._done[task_id, retries] = None
+        self._done.move_to_end((task_id, retries))
         while len(self._done) > DONE_MAX:
             self._done.popitem(last=False)
 
@@ -586,13 +626,15 @@ class Children(Reporting):
         exitcode = child.process.exitcode
         self._count_locked(child)
         self._children.remove(child)
+        if (last := self._last_reports.pop(child.pid, None)) is not None:
+            _add_counts(self._gone, last)
         child.conn.close()
         if child.exit_fd != child.process.sentinel:
             os.close(child.exit_fd)
         child.process.close()
         child.slot.close()
         if running.task_id:
-            self._seen_running.pop(running.task_id, None)  # it did not run to the end
+            self._seen_running.pop((running.task_id, running.retries), None)  # not to the end
             self._lost(child, running, _describe(exitcode))
         elif not child.retiring and not self._closing:
             self.log.warning("pool_child_exited", pid=child.pid, exit=_describe(exitcode))
@@ -601,11 +643,13 @@ class Children(Reporting):
         """The task of a child that died: its outcome, as the consumer would record it."""
         task = f"task {running.name}[{running.task_id}]"
         runtime = time.monotonic() - running.started
+        # A signal meant for a task that ended as it went out hit the next one: lost.
+        killed_for = child.killed_for if child.killed == _key(running) else None
         consumer = self.state.consumer
         events = consumer.events if consumer is not None else None
         backend = None if running.ignore_result else self.app.backend
-        if child.killed_for == "terminated" and self.state.is_revoked(running.task_id):
-            self._remember_done(running.task_id)
+        if killed_for == "terminated" and self.state.is_revoked(running.task_id):
+            self._remember_done(running.task_id, running.retries)
             self.state.processed["revoked"] += 1
             self.log.info("task_terminated", task=running.name, task_id=running.task_id)
             if events is not None and events.task_events:
@@ -617,12 +661,15 @@ class Children(Reporting):
                     expired=False,
                 )
             if backend is not None:
-                backend.store_state(running.task_id, "REVOKED", reason="terminated")
+                try:
+                    backend.store_state(running.task_id, "REVOKED", reason="terminated")
+                except Exception:
+                    self.log.exception("result_store_failed", task_id=running.task_id)
             return
-        if child.killed_for == "time_limit":
+        if killed_for == "time_limit":
             exc_type, lost = TimeLimitExceededError.__name__, False
             message = f"{task} ran past its time limit and was killed ({how})"
-        elif child.killed_for == "terminated":
+        elif killed_for == "terminated":
             exc_type, lost = "Terminated", True
             message = f"{task} was terminated ({how})"
         else:
@@ -655,7 +702,7 @@ class Children(Reporting):
             )
             store = not requeued  # a requeued task's outcome is its next run's
         else:
-            self._remember_done(running.task_id)  # its redelivery is acked, not run
+            self._remember_done(running.task_id, running.retries)  # its redelivery: acked
         self.state.processed["failure"] += 1
         if store and events is not None and events.task_events:
             events.task_ended(running.task_id, outcome)
@@ -684,6 +731,34 @@ class _Spec:
     share: list[float]  # this child's part of each rate limit (one item: kept across reconnects)
 
 
+def _empty_report() -> dict[str, Any]:
+    runtimes = Runtimes()
+    return {
+        "pid": 0,
+        "active": [],
+        "reserved": [],
+        "scheduled": [],
+        "queues": [],
+        "prefetch_count": 0,
+        "total": {},
+        "rejected": {},
+        "revoked": 0,
+        "runtimes": dataclasses.asdict(runtimes),
+    }
+
+
+def _add_counts(into: dict[str, Any], report: dict[str, Any]) -> None:
+    """Add the counts of `report` (a child's, see `_report`) to `into`."""
+    for key in ("total", "rejected"):
+        for name, count in report[key].items():
+            into[key][name] = into[key].get(name, 0) + count
+    into["revoked"] += report["revoked"]
+    mine, theirs = into["runtimes"], report["runtimes"]
+    mine["counts"] = [a + b for a, b in zip(mine["counts"], theirs["counts"], strict=True)]
+    mine["total"] += theirs["total"]
+    mine["count"] += theirs["count"]
+
+
 def _send(child: _Child, message: tuple[Any, ...]) -> bool:
     try:
         child.conn.send(message)
@@ -692,8 +767,8 @@ def _send(child: _Child, message: tuple[Any, ...]) -> bool:
     return True
 
 
-def _exited(child: _Child, wait: float) -> bool:
-    return bool(multiprocessing.connection.wait([child.exit_fd], wait))
+def _exited(child: _Child) -> bool:
+    return bool(multiprocessing.connection.wait([child.exit_fd], 0))
 
 
 # -- the child's side ------------------------------------------------------------------
@@ -768,8 +843,8 @@ def _child_main(conn: Connection, spec: _Spec, mask: set[signal.Signals]) -> Non
                 return  # stopped and drained
             except BrokerConnectionLostError as exc:
                 orphans = [t for t in state.done_unacked if t not in reported]
-                if orphans:
-                    link.send(("orphans", orphans))
+                if orphans:  # which try of each it was is not kept: -1, any
+                    link.send(("orphans", [(task_id, -1) for task_id in orphans]))
                 log.warning("child_connection_lost", error=str(exc), retry_in=backoff)
             if link.stopping.wait(backoff):
                 return
@@ -843,15 +918,16 @@ def _consume(link: Link, spec: _Spec, state: WorkerState, timer: Any) -> None:
 def _handle(link: Link, state: WorkerState, spec: _Spec, message: tuple[Any, ...]) -> None:
     """A message from the parent (in the child's reader thread)."""
     kind = message[0]
-    consumer = link.consumer
     if kind == "stop":
-        link.stopping.set()
+        link.stopping.set()  # first: a consumer set up from now on sees it and stops
         link.go.set()
-        if consumer is not None:
+        if (consumer := link.consumer) is not None:
             consumer.stop()
-    elif kind == "call":  # answered here: the loop thread may be running a task
+        return
+    consumer = link.consumer
+    if kind == "call":  # answered here: the loop thread may be running a task
         _, seq, name, _args = message
-        link.send(("reply", seq, _report(link) if consumer is not None else None))
+        link.send(("reply", seq, _report(consumer) if consumer is not None else None))
     elif kind == "apply":
         _, name, args = message
         uses_connection = name in ("add_queue", "cancel_queue")
@@ -863,10 +939,9 @@ def _handle(link: Link, state: WorkerState, spec: _Spec, message: tuple[Any, ...
             _apply(link, state, spec, name, args)
 
 
-def _report(link: Link) -> dict[str, Any]:
+def _report(consumer: Any) -> dict[str, Any]:
     """What the parent's inspect replies are made of (in the child's reader thread:
     each copy of the loop's collections is one call under the GIL)."""
-    consumer = link.consumer
     hostname, pid = consumer.config.hostname, os.getpid()
 
     def scheduled(delivery: Any) -> dict[str, Any]:
@@ -880,6 +955,7 @@ def _report(link: Link) -> dict[str, Any]:
     running, reserved = list(consumer.running.values()), list(consumer.reserved)
     held = list(consumer.scheduled.values())
     return {
+        "pid": pid,
         "active": [d.info(hostname, pid) for d in running],
         "reserved": [d.info(hostname, pid) for d in reserved],
         "scheduled": [scheduled(d) for d in held],
