@@ -107,16 +107,15 @@ def worker_commands(ctx: Context) -> list[Command]:
             raise CommandError(f"unknown task {name!r}; registered: {', '.join(sorted(app.tasks))}")
         return app.tasks[name]
 
-    def info(delivery: Delivery) -> dict[str, Any]:
+    def worker_pid() -> int | None:
         # Threads and solo run tasks in this process; a prefork child is not tracked.
-        return delivery.info(config.hostname, os.getpid() if pool().kind != "prefork" else None)
+        return os.getpid() if pool().kind != "prefork" else None
+
+    def info(delivery: Delivery) -> dict[str, Any]:
+        return delivery.info(config.hostname, worker_pid())
 
     def scheduled_info(delivery: Delivery) -> dict[str, Any]:
-        return {
-            "eta": delivery.eta.isoformat() if delivery.eta else None,
-            "priority": (delivery.message.properties or {}).get("priority"),
-            "request": info(delivery),
-        }
+        return delivery.scheduled_info(config.hostname, worker_pid())
 
     def ping(arguments: Mapping[str, Any]) -> Any:
         return {"ok": "pong"}

@@ -67,7 +67,6 @@ class TaskConsumer:
         state: WorkerState,
         connection: Any,
         events: EventDispatcher | None = None,
-        intake: bool = True,
     ) -> None:
         self.app = app
         self.events = events
@@ -88,9 +87,9 @@ class TaskConsumer:
         self.subscription: Subscription | None = None
         self.acks: Acks = Acks(None, coalesce=False)
         self._upkeep = Upkeep(connection)
-        # False: the pool's children consume for themselves (pool_children); this loop
-        # then serves remote control only.
-        self.intake = intake
+        # False when the pool's children consume for themselves (pool_children): this
+        # loop then serves remote control only.
+        self.intake = not getattr(pool, "consumes", False)
         # Asked about a redelivered task this worker does not know (set in such a
         # child): "run", "done" (ack it), "running" (elsewhere: ask again later) or
         # "reject" (lost too often).

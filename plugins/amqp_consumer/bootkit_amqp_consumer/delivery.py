@@ -42,3 +42,11 @@ class Delivery:
             },
             "worker_pid": worker_pid,
         }
+
+    def scheduled_info(self, hostname: str, worker_pid: int | None = None) -> dict[str, Any]:
+        """As Celery's ``inspect scheduled`` describes a task held for its ETA."""
+        return {
+            "eta": self.eta.isoformat() if self.eta else None,
+            "priority": (self.message.properties or {}).get("priority"),
+            "request": self.info(hostname, worker_pid),
+        }

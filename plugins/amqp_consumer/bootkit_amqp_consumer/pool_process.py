@@ -25,15 +25,14 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from multiprocessing.context import ForkProcess
-from typing import Literal, Protocol
+from typing import Literal
 
 from bootkit import logger
 from bootkit_amqp_consumer.errors import (
-    TimeLimitExceededError,
     WorkerError,
-    WorkerLostError,
 )
 from bootkit_amqp_consumer.execution import failure
+from bootkit_amqp_consumer.forked import describe, died, exit_fd, send_signal
 from bootkit_amqp_consumer.job import Job, Outcome
 from bootkit_amqp_consumer.pool_child import child_main
 from bootkit_amqp_consumer.pools import Done, Runner, report_outcome
@@ -80,7 +79,7 @@ class ProcessPool:
                     self._spawn_locked()
             except BaseException:  # e.g. fork failed: leave no half-started pool behind
                 for child in self._children:
-                    _signal(child, signal.SIGKILL)
+                    send_signal(child, signal.SIGKILL)
                     child.process.join()
                     child.close()
                 self._children.clear()
@@ -114,7 +113,7 @@ class ProcessPool:
                 self._abandon = True
                 self._pending.clear()
                 for child in self._children:
-                    _signal(child, signal.SIGKILL)
+                    send_signal(child, signal.SIGKILL)
             thread = self._thread
             if thread is None:
                 return
@@ -129,7 +128,7 @@ class ProcessPool:
                 if child.job is not None and child.job.id == job_id:
                     if child.killed_for is None:
                         child.killed_for = "terminated"
-                        _signal(child, signal.Signals(signum))
+                        send_signal(child, signal.Signals(signum))
                     return True
         return False
 
@@ -224,7 +223,7 @@ class ProcessPool:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             child_end.close()
         assert process.pid is not None  # set by start()
-        self._children.append(_Child(process, process.pid, parent_end, _exit_fd(process)))
+        self._children.append(_Child(process, process.pid, parent_end, exit_fd(process)))
 
     def _dispatch_locked(self) -> bool:
         """Hand pending jobs to idle children; True when one of them has a time limit."""
@@ -336,10 +335,10 @@ class ProcessPool:
             if child.hard_at is not None and child.hard_at <= now:
                 child.killed_for = "time_limit"
                 logger().warning("pool_time_limit", job_id=child.job.id, pid=child.pid)
-                _signal(child, signal.SIGKILL)
+                send_signal(child, signal.SIGKILL)
             elif child.soft_at is not None and child.soft_at <= now:
                 child.soft_at = None  # sent once per job
-                _signal(child, signal.SIGUSR1)
+                send_signal(child, signal.SIGUSR1)
         self._reconcile_locked()
         return [] if self._abandon else reports
 
@@ -373,7 +372,7 @@ class ProcessPool:
             self._close_reaped_locked()
         if child.job is None or child.done is None:
             if not child.retiring and not self._closing:
-                logger().warning("pool_child_exited", pid=child.pid, exit=_describe(exitcode))
+                logger().warning("pool_child_exited", pid=child.pid, exit=describe(exitcode))
             return
         outcome = _lost(child, child.job, exitcode)
         if not self._abandon:
@@ -421,62 +420,19 @@ class _Child:
         self.process.close()
 
 
-def _exit_fd(process: ForkProcess) -> int:
-    """A pidfd where the kernel has them, else the process sentinel (a pipe)."""
-    # The sentinel pipe stays open while any process holds its write end, so a task
-    # that forked a grandchild would hide its own death; a pidfd does not.
-    assert process.pid is not None
-    try:
-        return os.pidfd_open(process.pid)
-    except (AttributeError, OSError):
-        return process.sentinel
-
-
 def _readable(conn: Connection) -> bool:
     """Whether `conn` has data now (one system call; `Connection.poll` builds a selector)."""
     return bool(select.select([conn.fileno()], [], [], 0)[0])
 
 
-class _Forked(Protocol):
-    process: ForkProcess
-    pid: int
-
-
-def _signal(child: _Forked, signum: signal.Signals) -> None:
-    # exitcode polls waitpid: a child already reaped must not be signalled (pid reuse).
-    if child.process.exitcode is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(child.pid, signum)
-
-
-def _describe(exitcode: int | None) -> str:
-    if exitcode is not None and exitcode < 0:
-        try:
-            return f"signal {-exitcode} ({signal.Signals(-exitcode).name})"
-        except ValueError:
-            return f"signal {-exitcode}"
-    return f"exit code {exitcode}"
-
-
 def _lost(child: _Child, job: Job, exitcode: int | None) -> Outcome:
     """The outcome of a job whose process died: killed for its time limit, terminated or lost."""
-    how = _describe(exitcode)
-    task = f"task {job.name}[{job.id}]"
-    if child.killed_for == "time_limit":
-        exc_type, lost = TimeLimitExceededError.__name__, False
-        message = f"{task} ran past its time limit of {job.time_limit:g}s and was killed ({how})"
-    elif child.killed_for == "terminated":
-        exc_type, lost = "Terminated", True
-        message = f"{task} was terminated ({how})"
-    else:
-        exc_type, lost = WorkerLostError.__name__, True
-        message = f"process {child.pid} running {task} exited prematurely ({how})"
-    return Outcome(
+    return died(
         job.id,
-        "FAILURE",
+        job.name,
+        pid=child.pid,
+        killed_for=child.killed_for,
+        time_limit=job.time_limit,
         runtime=time.monotonic() - child.started,
-        exc_type=exc_type,
-        exc_module=WorkerLostError.__module__,
-        exc_message=message,
-        lost=lost,
+        how=describe(exitcode),
     )

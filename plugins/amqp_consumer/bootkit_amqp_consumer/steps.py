@@ -226,7 +226,6 @@ class TasksStep(Step):
             state=ctx.get(WorkerState),
             connection=ctx.get(Connection).kombu,
             events=ctx.find(EventDispatcher),
-            intake=not getattr(pool, "consumes", False),
         )
         connection = ctx.get(Connection).kombu
         errors = tuple(connection.connection_errors) + tuple(connection.channel_errors)

@@ -15,7 +15,7 @@ from pool_support import make_job
 from test_control_commands import ask, started
 
 from bootkit_amqp_consumer import App, TaskRevokedError, TimeLimitExceededError
-from bootkit_amqp_consumer.pool_children import Slot
+from bootkit_amqp_consumer.pool_slot import Slot
 from e2e_support import WAIT, Broker, StartWorker, wait_for_events, wait_until, worker_env
 from e2e_tasks import HARD_LIMIT, HARD_LIMITED, WORK, read_ledger
 
