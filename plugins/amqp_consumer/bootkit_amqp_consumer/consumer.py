@@ -40,7 +40,7 @@ from bootkit_amqp_consumer.delivery import Delivery
 from bootkit_amqp_consumer.errors import BadMessageError, BrokerConnectionLostError
 from bootkit_amqp_consumer.events import EventDispatcher
 from bootkit_amqp_consumer.inbox import Inbox
-from bootkit_amqp_consumer.job import Job, Outcome
+from bootkit_amqp_consumer.job import Outcome
 from bootkit_amqp_consumer.options import WorkerConfig
 from bootkit_amqp_consumer.pools import Pool
 from bootkit_amqp_consumer.protocol import TaskRequest, decode, retry_of
@@ -403,24 +403,7 @@ class TaskConsumer:
         delivery.started_at = time.time()
         self.running[request.id] = delivery
         self.state.began(request.id)
-        task = self.app.tasks[request.name]
-        job = Job(
-            request.id,
-            request.name,
-            request.args,
-            request.kwargs,
-            # The message's limits win; without them, the task's own apply.
-            soft_time_limit=request.soft_time_limit or task.soft_time_limit,
-            time_limit=request.time_limit or task.time_limit,
-            context={
-                "id": request.id,
-                "retries": request.retries,
-                "root_id": request.root_id,
-                "parent_id": request.parent_id,
-                "hostname": self.config.hostname,
-                "delivery_info": dict(delivery.message.delivery_info or {}),
-            },
-        )
+        job = delivery.job(self.app.tasks[request.name], self.config.hostname)
         self.pool.submit(job, functools.partial(self._job_done, delivery))
         self._task_event("task-started", uuid=request.id)
 

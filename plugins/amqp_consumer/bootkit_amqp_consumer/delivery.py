@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from bootkit_amqp_consumer.app import Task
+from bootkit_amqp_consumer.job import Job
 from bootkit_amqp_consumer.protocol import TaskRequest
 
 
@@ -21,6 +23,26 @@ class Delivery:
     started_at: float | None = None  # unix time the pool got it
     eta: datetime | None = None  # held by the timer until then
     acked: bool = False
+
+    def job(self, task: Task[Any, Any], hostname: str) -> Job:
+        """What the pool runs for this message; its own time limits win over `task`'s."""
+        request = self.request
+        return Job(
+            request.id,
+            request.name,
+            request.args,
+            request.kwargs,
+            soft_time_limit=request.soft_time_limit or task.soft_time_limit,
+            time_limit=request.time_limit or task.time_limit,
+            context={
+                "id": request.id,
+                "retries": request.retries,
+                "root_id": request.root_id,
+                "parent_id": request.parent_id,
+                "hostname": hostname,
+                "delivery_info": dict(self.message.delivery_info or {}),
+            },
+        )
 
     def info(self, hostname: str, worker_pid: int | None = None) -> dict[str, Any]:
         """As Celery's inspect replies describe a request."""
