@@ -14,7 +14,6 @@ import gc
 import re
 from collections import defaultdict
 from collections.abc import Sequence
-from itertools import chain
 
 import networkx as nx
 
@@ -41,7 +40,7 @@ from bootkit.plan import (
 NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z_][A-Za-z0-9_-]*)+$")
 _DECLARATIONS = ("requires", "after", "before", "wants", "replaces")  # as read below
 _ENABLED = (Status.ENABLED, "")
-_TUPLE, _STR = {tuple}, {str}
+_STR = {str}
 _KIND_ORDER = {kind: rank for rank, kind in enumerate(sorted(EdgeKind, key=lambda k: k.value))}
 
 
@@ -448,9 +447,18 @@ def _check_declaration(item: InstalledStep) -> str:
         raise GraphError(
             f"{_where(item)} ({name}) has no blueprint; set blueprint = 'worker' or similar"
         )
-    declared = (cls.requires, cls.after, cls.before, cls.wants, cls.replaces)
+    declared = requires, after, before, wants, replaces = (
+        cls.requires,
+        cls.after,
+        cls.before,
+        cls.wants,
+        cls.replaces,
+    )
     # Only tuples: a set would make edges, and so cycle reports, follow hash order.
-    if {*map(type, declared)} == _TUPLE and {*map(type, chain.from_iterable(declared))} <= _STR:
+    if (
+        type(requires) is type(after) is type(before) is type(wants) is type(replaces) is tuple
+        and {*map(type, requires + after + before + wants + replaces)} <= _STR
+    ):
         return name
     for attr, value in zip(_DECLARATIONS, declared, strict=True):
         if type(value) is not tuple or not all(type(v) is str for v in value):
