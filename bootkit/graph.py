@@ -448,13 +448,8 @@ def _check_declaration(item: InstalledStep) -> str:
         raise GraphError(
             f"{_where(item)} ({name}) has no blueprint; set blueprint = 'worker' or similar"
         )
-    declared = requires, after, before, wants, replaces = (
-        cls.requires,
-        cls.after,
-        cls.before,
-        cls.wants,
-        cls.replaces,
-    )
+    declared = (cls.requires, cls.after, cls.before, cls.wants, cls.replaces)
+    requires, after, before, wants, replaces = declared
     # Only tuples: a set would make edges, and so cycle reports, follow hash order.
     if (
         type(requires) is type(after) is type(before) is type(wants) is type(replaces) is tuple
