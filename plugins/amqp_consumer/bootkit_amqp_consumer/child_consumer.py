@@ -290,7 +290,7 @@ def _consume(link: Link, spec: Spec, state: WorkerState, timer: Any) -> None:
         )
         pool.consumer = consumer
         consumer.verdict = link.verdict
-        consumer.rate_share = spec.share[0]
+        consumer.holds.rate_limits.share = spec.share[0]
         errors = (*connection.connection_errors, *connection.channel_errors, OSError)
         try:
             consumer.declare()
@@ -342,7 +342,7 @@ def _report(consumer: Any) -> dict[str, Any]:
 
     subscription = consumer.subscription
     running, reserved = list(consumer.running.values()), list(consumer.reserved)
-    held = list(consumer.scheduled.values())
+    held = list(consumer.holds.tasks.values())
     return {
         "pid": pid,
         "active": [d.info(hostname, pid) for d in running],
@@ -363,7 +363,7 @@ def _apply(link: Link, state: WorkerState, spec: Spec, name: str, args: tuple[An
     if name == "share":
         spec.share[0] = args[0]
         if consumer is not None:
-            consumer.rate_share = args[0]
+            consumer.holds.rate_limits.share = args[0]
     elif name == "revoke":
         for task_id in args[0]:
             state.revoke(task_id)

@@ -133,7 +133,7 @@ def worker_commands(ctx: Context) -> list[Command]:
     def scheduled(arguments: Mapping[str, Any]) -> Any:
         if children():
             return reports("scheduled")
-        return [scheduled_info(d) for d in consumer().scheduled.values()]
+        return [scheduled_info(d) for d in consumer().holds.tasks.values()]
 
     def query_task(arguments: Mapping[str, Any]) -> Any:
         wanted = set(_ids(arguments, "ids" if "ids" in arguments else "task_id"))
@@ -151,7 +151,7 @@ def worker_commands(ctx: Context) -> list[Command]:
                 for where, deliveries in (
                     ("active", now.running.values()),
                     ("reserved", now.reserved),
-                    ("scheduled", now.scheduled.values()),
+                    ("scheduled", now.holds.tasks.values()),
                 )
                 for d in deliveries
                 if d.request.id in wanted

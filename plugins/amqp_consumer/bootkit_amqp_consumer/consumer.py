@@ -10,8 +10,9 @@ work) `post` a callback to its `Inbox`, which the loop runs between two waits.
 Delivery rules:
 - a message that cannot be decoded, names an unknown task, or is refused by content
   type is rejected (not requeued) with one ``message_rejected`` event and counted;
-- at most `prefetch_count` messages are unacknowledged; ETA messages wait in the
-  timer and raise the prefetch count while they wait, so they never starve intake;
+- at most `prefetch_count` messages are unacknowledged; ETA and rate-limited
+  messages wait in the timer (`holds`), raising the prefetch count meanwhile, so they
+  never starve intake;
 - early ack (default): a message is acknowledged when its task is handed to a free
   pool slot, and the ack is on the wire before the task can start; late ack
   (``--acks-late`` or ``acks_late=True``): after the task ends. On AMQP acks are
@@ -39,12 +40,12 @@ from bootkit_amqp_consumer.app import App
 from bootkit_amqp_consumer.delivery import Delivery
 from bootkit_amqp_consumer.errors import BadMessageError, BrokerConnectionLostError
 from bootkit_amqp_consumer.events import EventDispatcher
+from bootkit_amqp_consumer.holds import Holds
 from bootkit_amqp_consumer.inbox import Inbox
 from bootkit_amqp_consumer.job import Outcome
 from bootkit_amqp_consumer.options import WorkerConfig
 from bootkit_amqp_consumer.pools import Pool
 from bootkit_amqp_consumer.protocol import TaskRequest, decode, retry_of
-from bootkit_amqp_consumer.ratelimit import RateLimits, parse_rate
 from bootkit_amqp_consumer.state import WorkerState
 from bootkit_amqp_consumer.subscription import Subscription
 from bootkit_amqp_consumer.timer import Timer
@@ -78,9 +79,8 @@ class TaskConsumer:
         self.connection = connection
         self.reserved: deque[Delivery] = deque()
         self.running: dict[str, Delivery] = {}
-        self.scheduled: dict[str, Delivery] = {}  # held by the timer: an ETA or a rate limit
-        self.rate_limits = RateLimits()
         self.inbox = Inbox()
+        self.holds = Holds(timer, app, state, self.post, self._held_due)  # an ETA or a rate limit
         self._stopping = threading.Event()
         self._deaf = False  # the loop waits without the broker: tell it when tasks run low
         self._draining = False
@@ -94,9 +94,6 @@ class TaskConsumer:
         # child): "run", "done" (ack it), "running" (elsewhere: ask again later) or
         # "reject" (lost too often).
         self.verdict: Callable[[str, int], str] | None = None
-        # The part of each rate limit this consumer applies: 1/N in each of N children
-        # consuming for themselves, so the worker as a whole keeps the rate.
-        self.rate_share = 1.0
         self.log = logger().bind(hostname=config.hostname)
 
     # -- set-up, called from the step's start ------------------------------------------
@@ -107,6 +104,7 @@ class TaskConsumer:
             return
         self.subscription = Subscription(self.connection, self.config, self.state, self._on_message)
         self.acks = self.subscription.acks
+        self.holds.qos = self.subscription.qos
         self.state.on_cold.append(self.subscription.restore_unacked)
 
     @property
@@ -256,7 +254,7 @@ class TaskConsumer:
                 if self._discard_if_stale(delivery):
                     return
                 delivery.eta = request.eta
-                self._hold(delivery, (request.eta - now).total_seconds())
+                self.holds.hold(delivery, (request.eta - now).total_seconds())
                 return
         self.reserved.append(delivery)  # _dispatch discards it if revoked or expired
         self._dispatch()
@@ -307,35 +305,11 @@ class TaskConsumer:
         if self.events is not None and self.events.task_events:
             self.events.send(event_type, **fields)
 
-    def _hold(self, delivery: Delivery, delay: float) -> None:
-        """Keep `delivery` in the timer for `delay` seconds; while it waits it does not
-        count against the prefetch limit, so other tasks keep coming."""
-        self.qos.increment_eventually()
-        self.scheduled[delivery.request.id] = delivery
-        self.timer.call_later(delay, lambda: self.post(lambda: self._held_due(delivery)))
-
     def _held_due(self, delivery: Delivery) -> None:
-        self.qos.decrement_eventually()
-        self.scheduled.pop(delivery.request.id, None)
         if self._draining:
             return  # unacked: it returns to the queue when the channel closes
         self.reserved.appendleft(delivery)
         self._dispatch()
-
-    def _rate_limited(self, delivery: Delivery) -> bool:
-        """Hold `delivery` until its task's rate limit lets it run; False: run it now."""
-        name = delivery.request.name
-        if name in self.state.rate_limits:
-            rate = self.state.rate_limits[name]
-        else:
-            rate = parse_rate(self.app.tasks[name].rate_limit)
-        if rate is not None:
-            rate *= self.rate_share
-        wait = self.rate_limits.wait(name, rate)
-        if wait <= 0:
-            return False
-        self._hold(delivery, wait)
-        return True
 
     def _reject(self, message: Any, reason: str, detail: str) -> None:
         self.state.rejected[reason] += 1
@@ -381,7 +355,7 @@ class TaskConsumer:
         starting: list[Delivery] = []
         while self.reserved and len(starting) < free and not self._stopping.is_set():
             delivery = self.reserved.popleft()
-            if self._discard_if_stale(delivery) or self._rate_limited(delivery):
+            if self._discard_if_stale(delivery) or self.holds.rate_limited(delivery):
                 continue
             if not delivery.acks_late:
                 self._ack(delivery)

@@ -54,16 +54,26 @@ class TokenBucket:
 
 
 class RateLimits:
-    """A token bucket per rate-limited task name, made anew when its rate changes."""
+    """The rate in force for each task, and a token bucket per rate-limited task.
 
-    def __init__(self) -> None:
+    The rate in force is one set at run time (`overrides`: the ``rate_limit`` control
+    command's, by task name) before the task's own, times `share`: the part of it this
+    consumer applies (1/N in each of N children consuming for themselves, so the worker
+    as a whole keeps the rate). A bucket is made anew when its rate changes.
+    """
+
+    def __init__(self, overrides: dict[str, float | None]) -> None:
+        self.overrides = overrides
+        self.share = 1.0
         self._buckets: dict[str, TokenBucket] = {}
 
-    def wait(self, name: str, rate: float | None) -> float:
-        """Seconds until a task `name` may start at `rate` a second (None: no limit);
-        0.0 when it may start now, which takes its token."""
+    def wait(self, name: str, declared: object) -> float:
+        """Seconds until a task `name`, declaring `declared` (its ``rate_limit``), may
+        start; 0.0 when it may start now, which takes its token."""
+        rate = self.overrides[name] if name in self.overrides else parse_rate(declared)
         if rate is None:
             return 0.0
+        rate *= self.share
         bucket = self._buckets.get(name)
         if bucket is None or bucket.rate != rate:
             bucket = self._buckets[name] = TokenBucket(rate)

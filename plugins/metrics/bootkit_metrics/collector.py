@@ -85,7 +85,7 @@ class WorkerCollector:
             counts = [
                 len(consumer.running) if consumer else 0,
                 len(consumer.reserved) if consumer else 0,
-                len(consumer.scheduled) if consumer else 0,
+                len(consumer.holds.tasks) if consumer else 0,
             ]
             prefetch = consumer.qos.value if consumer is not None and consumer.qos else 0
         for name, value, what in zip(
