@@ -17,7 +17,7 @@ import pytest
 
 from bootkit_amqp_consumer import App, TaskRevokedError, TimeLimitExceededError
 from bootkit_amqp_consumer.pidbox import call
-from bootkit_amqp_consumer.ratelimit import TokenBucket, parse_rate
+from bootkit_amqp_consumer.ratelimit import RateLimits, TokenBucket, parse_rate
 from e2e_support import (
     WAIT,
     Broker,
@@ -77,6 +77,19 @@ def test_token_bucket_gives_one_token_per_interval() -> None:
     assert bucket.take(now=bucket._at) == pytest.approx(0.5)
     assert bucket.take(now=bucket._at + 0.25) == pytest.approx(0.25)
     assert bucket.take(now=bucket._at + 0.25) == 0.0
+
+
+def test_the_rate_in_force_is_the_run_time_one_times_the_share() -> None:
+    overrides: dict[str, float | None] = {}
+    limits = RateLimits(overrides)
+    assert limits.wait("t", None) == limits.wait("t", None) == 0.0  # no limit: never waits
+    assert limits.wait("t", "1/s") == 0.0  # the bucket starts with one token
+    assert 0.5 < limits.wait("t", "1/s") <= 1.0  # the task's own rate
+    overrides["t"] = None  # rate_limit at run time: none, whatever the task says
+    assert limits.wait("t", "1/s") == limits.wait("t", "1/s") == 0.0
+    overrides["t"], limits.share = 10.0, 0.5  # half of 10/s here: a token every 0.2 s
+    assert limits.wait("t", "1/s") == 0.0
+    assert 0.1 < limits.wait("t", "1/s") <= 0.2
 
 
 # -- inspect, and the allowlist ----------------------------------------------------
