@@ -49,7 +49,7 @@ from bootkit_amqp_consumer.protocol import TaskRequest, decode, retry_of
 from bootkit_amqp_consumer.state import WorkerState
 from bootkit_amqp_consumer.subscription import Subscription
 from bootkit_amqp_consumer.timer import Timer
-from bootkit_amqp_consumer.transport import Upkeep, drain, frame_ready, waitables
+from bootkit_amqp_consumer.transport import Upkeep, drain, fetch, frame_ready, waitables
 
 INTAKE_DELAY = 0.05  # seconds frames may wait while every slot is busy (see _wait)
 
@@ -188,6 +188,9 @@ class TaskConsumer:
         self.log.info("consumer_draining", running=len(self.running), reserved=len(self.reserved))
 
     def _wait(self, timeout: float) -> None:
+        # On Redis, what the queues hold is taken in one round trip, not waited for; the
+        # wait then only looks (control requests, outcomes) and the next turn takes more.
+        taken = fetch(self.connection)
         broker = waitables(self.connection)
         if broker is None:
             # Memory and filesystem transports poll inside drain_events, which the wake
@@ -203,9 +206,11 @@ class TaskConsumer:
             fds, timeout = outcomes, min(timeout, INTAKE_DELAY)
             self._deaf = True
         else:
-            fds, timeout = [*outcomes, *broker], 0 if frame_ready(self.connection) else timeout
+            fds = [*outcomes, *broker]
+            timeout = 0 if taken or frame_ready(self.connection) else timeout
             self._deaf = False
         readable, idle = self.inbox.wait(fds, timeout)
+        idle = idle and not taken  # a look, not an idle turn: kombu's upkeep can wait
         if outcomes:
             self.pool.collect(readable)
             self.inbox.run()  # freed slots take their next task before intake runs

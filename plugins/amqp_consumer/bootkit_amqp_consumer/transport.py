@@ -9,10 +9,10 @@ are parsed from that buffer; a frame that has not fully arrived stays in it, so 
 timeout never loses bytes.
 
 Other kombu transports (the embedded filesystem broker) are used as they are, and
-so is py-amqp's TLS transport for ``amqps://``; Redis gets kombu's transport with one
-client a channel (`redis_transport`), and its loop waits on
-the sockets kombu's poller has a command out on (`waitables`), so one wait sees the
-broker, the loop's inbox and the pool's pipes alike.
+so is py-amqp's TLS transport for ``amqps://``; Redis gets kombu's transport with the
+worker's takes and acks (`redis_transport`): the loop takes what the queues hold
+(`fetch`) and otherwise waits on the sockets kombu's poller has a command out on
+(`waitables`), so one wait sees the broker, the loop's inbox and the pool's pipes alike.
 """
 
 from __future__ import annotations
@@ -216,6 +216,17 @@ def waitables(connection: Connection) -> list[Any] | None:
     # does not, as when kombu waits itself.
     cycle.on_poll_start()
     return _redis_sockets(cycle)
+
+
+def fetch(connection: Connection) -> int:
+    """Take, in one round trip a channel, what `connection`'s Redis queues hold now,
+    without waiting (`redis_transport.RedisChannel.fetch`); how many messages were
+    handed over. 0 when the queues looked empty last time, and for other transports:
+    the loop then waits for the broker."""
+    cycle = _redis_poller(connection)
+    if cycle is None:
+        return 0
+    return sum(channel.fetch() for channel in list(cycle._channels) if hasattr(channel, "fetch"))
 
 
 class Upkeep:

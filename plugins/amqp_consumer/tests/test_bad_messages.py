@@ -12,16 +12,19 @@ import json
 import pickle
 import uuid
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bootkit_amqp_consumer import App
 from bootkit_amqp_consumer.protocol import build
+from bootkit_amqp_consumer.redis_transport import UNREADABLE
 from e2e_support import RESULTS_URL, WAIT, Broker, launch, stop, unique
 from e2e_tasks import ADD, make_app
 from tests.support import Service
@@ -142,6 +145,27 @@ def test_bad_message_is_rejected_once_and_the_worker_carries_on(
     logged = publish_then_a_good_task(target, shape)
 
     assert [e["reason"] for e in logged if e["event"] == "message_rejected"] == [reason]
+    assert target.worker.proc.poll() is None
+    assert target.broker.depth(target.queue) == 0
+
+
+@pytest.mark.parametrize("target", ["redis"], indirect=True)  # a list item can be anything
+def test_a_redis_item_that_is_no_kombu_message_is_parked_and_the_worker_carries_on(
+    target: Target,
+) -> None:
+    item = f"not a kombu message {uuid.uuid4().hex}"
+    with closing(redis.Redis.from_url(target.broker.url)) as client:
+        mark = len(target.worker.events())
+        client.lpush(target.queue, item)
+        result = target.client.send_task(ADD, [2, 2])
+        assert result.get(timeout=WAIT) == 4
+        target.worker.wait_for_line(
+            lambda line: result.id in line and "task_succeeded" in line, WAIT
+        )
+        logged = target.worker.events()[mark:]
+
+        assert [e["reason"] for e in logged if e["event"] == "message_rejected"] == ["unreadable"]
+        assert client.lrem(UNREADABLE, 0, item) == 1  # kept where it can be looked at
     assert target.worker.proc.poll() is None
     assert target.broker.depth(target.queue) == 0
 

@@ -1,0 +1,255 @@
+"""`redis_transport`: the worker's takes and acks on a real Redis, read back with
+kombu's own transport and the keys it keeps (the queue lists, ``unacked`` and
+``unacked_index``), so a Celery worker on the same queues sees what it expects."""
+
+from __future__ import annotations
+
+import json
+import select
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import closing
+from typing import Any
+
+import pytest
+import redis
+from kombu.connection import Connection
+from kombu.entity import Queue
+from kombu.messaging import Consumer, Producer
+
+from bootkit_amqp_consumer.redis_transport import UNREADABLE, RedisChannel
+from bootkit_amqp_consumer.transport import WorkerConnection, drain, fetch, waitables
+
+REDIS_URL = "redis://127.0.0.1:6379/14"
+TIMEOUT = 4.0  # every wait below gives up after this long
+SHORT = 0.2
+
+
+@pytest.fixture
+def db() -> Iterator[Any]:
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.ping()
+    except redis.ConnectionError as exc:
+        pytest.fail(f"Redis not reachable at {REDIS_URL}: {exc}")
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def name(db: Any) -> Iterator[str]:
+    """A queue name of the test's own; its lists are deleted afterwards."""
+    queue = f"test-redis-{uuid.uuid4().hex[:8]}"
+    yield queue
+    if keys := db.keys(f"{queue}*"):
+        db.delete(*keys)
+
+
+def publish(
+    queue: str, bodies: list[str], priorities: list[int] | None = None, **options: Any
+) -> list[bytes]:
+    """Publish with kombu's own transport; the list items it wrote, oldest first."""
+    with closing(Connection(REDIS_URL, transport_options=options)) as conn:
+        producer = Producer(conn.channel())
+        for at, body in enumerate(bodies):
+            extra = {} if priorities is None else {"priority": priorities[at]}
+            producer.publish(body, exchange="", routing_key=queue, serializer="json", **extra)
+    client: Any
+    with closing(redis.Redis.from_url(REDIS_URL)) as client:
+        items: list[bytes] = []
+        prefix = options.get("global_keyprefix", "")
+        for key in sorted(client.keys(f"{prefix}{queue}*")):
+            items += reversed(client.lrange(key, 0, -1))  # LPUSHed: the oldest is last
+        return items
+
+
+class Taker:
+    """A worker connection consuming `queue` the way the consumer's loop does."""
+
+    def __init__(self, queue: str, prefetch: int, **options: Any) -> None:
+        self.conn: Any = WorkerConnection(REDIS_URL, connect_timeout=2, transport_options=options)
+        self.channel: RedisChannel = self.conn.channel()
+        self.channel.basic_qos(0, prefetch, False)
+        self.got: list[Any] = []
+        self.consumer = Consumer(
+            self.channel, [Queue(queue, channel=self.channel)], on_message=self.got.append
+        )
+        self.consumer.consume()
+
+    def fetch(self) -> int:
+        return fetch(self.conn)
+
+    def close(self) -> None:
+        self.channel.close()
+        self.conn.release()
+
+
+def unacked(db: Any, tags: list[str]) -> list[Any]:
+    """The unacked records of `tags` (None for a tag with none), and whether each is indexed."""
+    records = db.hmget("unacked", tags)
+    return [
+        (
+            None if record is None else json.loads(record),
+            db.zscore("unacked_index", tag) is not None,
+        )
+        for tag, record in zip(tags, records, strict=True)
+    ]
+
+
+def test_a_take_hands_over_what_the_prefetch_count_allows_recorded_as_kombu_records_it(
+    db: Any, name: str
+) -> None:
+    items = publish(name, [f"m{i}" for i in range(5)])
+    taker = Taker(name, prefetch=3)
+    try:
+        assert taker.fetch() == 3
+        assert [m.body for m in taker.got] == [b'"m0"', b'"m1"', b'"m2"']
+        assert db.llen(name) == 2
+        tags = [m.delivery_tag for m in taker.got]
+        # Byte for byte the message kombu wrote, then its exchange and routing key:
+        # the record kombu's QoS writes and its restore reads.
+        assert unacked(db, tags) == [([json.loads(item), "", name], True) for item in items[:3]]
+        assert taker.fetch() == 0  # no room: nothing taken
+        for message in taker.got:
+            message.ack()
+        # On the wire at once: Redis applies them while no reply has been read.
+        deadline = time.monotonic() + TIMEOUT
+        while unacked(db, tags) != [(None, False)] * 3:
+            assert time.monotonic() < deadline, unacked(db, tags)
+        taker.channel.settler.settle()
+        assert taker.fetch() == 2  # room again: the rest, and the queue looked empty
+        assert taker.fetch() == 0
+    finally:
+        taker.close()
+
+
+def test_takes_follow_the_order_kombus_brpop_follows(db: Any, name: str) -> None:
+    priorities = [0, 9, 3, 9, 6, 0, 3]
+    bodies = [f"p{p}-{i}" for i, p in enumerate(priorities)]
+    publish(f"{name}-kombu", bodies, priorities)
+    publish(name, bodies, priorities)
+    with closing(Connection(REDIS_URL)) as conn:
+        seen: list[Any] = []
+        channel = conn.channel()
+        consumer = Consumer(channel, [Queue(f"{name}-kombu", channel=channel)])
+
+        def on_message(body: Any, message: Any) -> None:
+            seen.append(body)
+            message.ack()
+
+        consumer.register_callback(on_message)
+        consumer.consume()
+        while len(seen) < len(bodies):
+            conn.drain_events(timeout=TIMEOUT)
+    taker = Taker(name, prefetch=len(bodies) + 1)
+    try:
+        assert taker.fetch() == len(bodies)
+        assert [json.loads(m.body) for m in taker.got] == seen
+    finally:
+        taker.close()
+
+
+def test_what_a_taker_leaves_unacked_is_restored_by_kombus_visibility_timeout(
+    db: Any, name: str
+) -> None:
+    items = publish(name, ["a", "b"])
+    taker = Taker(name, prefetch=2)
+    try:
+        assert taker.fetch() == 2
+        tags = [m.delivery_tag for m in taker.got]
+    finally:
+        # As a worker killed now: nothing is restored on the way out.
+        taker.channel.qos._delivered.clear()
+        taker.close()
+    assert db.llen(name) == 0
+    with closing(Connection(REDIS_URL, transport_options={"visibility_timeout": 0})) as conn:
+        conn.channel().qos.restore_visible(num=100)
+    assert unacked(db, tags) == [(None, False)] * 2
+    # Back in the queue as they were published (kombu restores in its own order).
+    back = {json.loads(item)["properties"]["delivery_tag"]: item for item in db.lrange(name, 0, -1)}
+    published = [json.loads(item) for item in items]
+    assert (
+        sorted(back) == sorted(tags) == sorted(p["properties"]["delivery_tag"] for p in published)
+    )
+    for message in published:
+        restored = json.loads(back[message["properties"]["delivery_tag"]])
+        assert restored["body"] == message["body"]
+        assert restored["headers"] == {**message["headers"], "redelivered": True}
+
+
+def test_items_that_are_not_kombu_messages_are_parked_and_the_rest_go_on(
+    db: Any, name: str
+) -> None:
+    marker = uuid.uuid4().hex
+    publish(name, ["first"])
+    db.lpush(name, f"not json {marker}", json.dumps({"properties": {}, "m": marker}))
+    publish(name, ["last"])
+    taker = Taker(name, prefetch=10)
+    try:
+        assert taker.fetch() == 4  # four items taken off the list...
+        assert [m.body for m in taker.got] == [b'"first"', b'"last"']  # ...two of them messages
+        parked = [item for item in db.lrange(UNREADABLE, 0, -1) if marker.encode() in item]
+        assert sorted(parked) == sorted(
+            [f"not json {marker}".encode(), json.dumps({"properties": {}, "m": marker}).encode()]
+        )
+    finally:
+        taker.close()
+        for item in parked:
+            db.lrem(UNREADABLE, 0, item)
+
+
+def test_a_brpop_brings_an_unreadable_item_to_the_same_end(db: Any, name: str) -> None:
+    marker = uuid.uuid4().hex
+    taker = Taker(name, prefetch=4)
+    try:
+        assert taker.fetch() == 0  # the queue is empty: the loop waits with a BRPOP now
+        assert waitables(taker.conn)
+        db.lpush(name, f"garbage {marker}")
+        publish(name, ["after"])
+        deadline = time.monotonic() + TIMEOUT
+        while not taker.got:  # the consumer's loop: take, else wait on the BRPOP and drain
+            assert time.monotonic() < deadline
+            if not taker.fetch():
+                readable, _, _ = select.select(waitables(taker.conn) or [], [], [], SHORT)
+                drain(taker.conn, readable, idle=not readable)
+        assert [m.body for m in taker.got] == [b'"after"']
+        assert db.lrem(UNREADABLE, 0, f"garbage {marker}") == 1
+    finally:
+        taker.close()
+
+
+def test_the_queues_connection_closing_puts_every_unacked_message_back(db: Any, name: str) -> None:
+    publish(name, ["a", "b", "c"])
+    taker = Taker(name, prefetch=3)
+    try:
+        assert taker.fetch() == 3
+        taker.got[0].ack()  # settled; the other two are restored at close, as kombu does
+        tags = [m.delivery_tag for m in taker.got]
+    finally:
+        taker.close()
+    assert unacked(db, tags) == [(None, False)] * 3
+    back = [json.loads(item)["properties"]["delivery_tag"] for item in db.lrange(name, 0, -1)]
+    assert sorted(back) == sorted(tags[1:])
+
+
+def test_with_a_global_key_prefix_every_key_a_take_and_an_ack_touch_is_prefixed(
+    db: Any, name: str
+) -> None:
+    prefix = f"{name}:"
+    items = publish(name, ["x"], global_keyprefix=prefix)
+    assert db.llen(prefix + name) == 1
+    taker = Taker(name, prefetch=2, global_keyprefix=prefix)
+    try:
+        assert taker.fetch() == 1
+        (message,) = taker.got
+        tag = message.delivery_tag
+        assert json.loads(db.hget(prefix + "unacked", tag)) == [json.loads(items[0]), "", name]
+        assert db.zscore(prefix + "unacked_index", tag) is not None
+        assert unacked(db, [tag]) == [(None, False)]  # nothing under the bare keys
+        message.ack()
+        taker.channel.settler.settle()
+        assert db.hget(prefix + "unacked", tag) is None
+        assert db.zscore(prefix + "unacked_index", tag) is None
+    finally:
+        taker.close()  # the fixture deletes the prefixed keys: they begin with `name`
