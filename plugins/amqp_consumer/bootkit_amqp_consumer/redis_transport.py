@@ -17,8 +17,8 @@ the worker takes and settles messages, which cost four round trips a task:
   its task starts, it needs no round trip of the loop's.
 - One client for a channel's own commands: kombu builds a ``redis.Redis`` for each,
   and with redis-py 8 that copies some 170 response callbacks each time.
-- A list item that is not a kombu message (not JSON, no delivery tag) is moved to
-  the ``bootkit.unreadable`` list with a one-line error, where kombu's consumer
+- A list item that is not a kombu message (not JSON, no delivery tag, a body not in
+  its ``body_encoding``) is moved to the ``bootkit.unreadable`` list with a one-line error, where kombu's consumer
   would raise and take the worker down.
 
 Imported only when the worker's broker is Redis, so an AMQP worker never loads
@@ -234,7 +234,8 @@ class RedisChannel(kombu_redis.Channel):
                 else:
                     self._unreadable(dests, item, "not a kombu message", parked=True)
             except BaseException:  # the rest are recorded but were not handed over
-                self._put_back([t.decode() for i, t, _ in triples[done + 1 :] if i])
+                left = [t.decode() for i, t, _ in triples[done:] if i]
+                self._put_back([t for t in left if t not in self.qos._delivered])
                 raise
         return taken
 
@@ -264,8 +265,20 @@ class RedisChannel(kombu_redis.Channel):
             self.recorded.add(tag)
         try:
             self.connection._deliver(payload, dest)
+        except _UndecodableBodyError as exc:  # kombu could not make it a message: not delivered
+            if tag is not None:
+                self.qos._remove_from_indices(tag).execute()
+            self._unreadable([dest], item, str(exc), parked=False)
         finally:
             self.recorded.discard(tag)
+
+    def decode_body(self, body: Any, encoding: str | None = None) -> Any:
+        try:
+            return super().decode_body(body, encoding)  # type: ignore[no-untyped-call]
+        except Exception as exc:  # an unknown body_encoding, or bad base64
+            raise _UndecodableBodyError(
+                f"body_encoding {encoding!r}: {type(exc).__name__}: {exc}"
+            ) from exc
 
     def _unreadable(self, dests: list[str], item: bytes, why: str, *, parked: bool) -> None:
         if not parked:
@@ -317,6 +330,10 @@ class RedisTransport(kombu_redis.Transport):
     """kombu's ``redis://`` transport, with `RedisChannel`."""
 
     Channel = RedisChannel
+
+
+class _UndecodableBodyError(Exception):
+    """kombu's message envelope names a body encoding its body is not in."""
 
 
 def _message(item: bytes) -> dict[str, Any]:

@@ -182,17 +182,23 @@ def test_items_that_are_not_kombu_messages_are_parked_and_the_rest_go_on(
     db: Any, name: str
 ) -> None:
     marker = uuid.uuid4().hex
-    publish(name, ["first"])
-    db.lpush(name, f"not json {marker}", json.dumps({"properties": {}, "m": marker}))
+    (good,) = publish(name, ["first"])
+    envelope = json.loads(good)
+    bad = [f"not json {marker}", json.dumps({"properties": {}, "m": marker})]
+    for encoding, body in (("base64", "abc"), ("rot99", "x")):  # bad padding; no such codec
+        props = {**envelope["properties"], "delivery_tag": f"{marker}-{encoding}"}
+        props["body_encoding"] = encoding
+        bad.append(json.dumps({**envelope, "body": body, "properties": props}))
+    db.lpush(name, *bad)
     publish(name, ["last"])
     taker = Taker(name, prefetch=10)
     try:
-        assert taker.fetch() == 4  # four items taken off the list...
+        assert taker.fetch() == 2 + len(bad)  # every item taken off the list...
         assert [m.body for m in taker.got] == [b'"first"', b'"last"']  # ...two of them messages
         parked = [item for item in db.lrange(UNREADABLE, 0, -1) if marker.encode() in item]
-        assert sorted(parked) == sorted(
-            [f"not json {marker}".encode(), json.dumps({"properties": {}, "m": marker}).encode()]
-        )
+        assert sorted(parked) == sorted(item.encode() for item in bad)
+        tags = [f"{marker}-base64", f"{marker}-rot99"]
+        assert unacked(db, tags) == [(None, False)] * 2  # recorded, then taken back
     finally:
         taker.close()
         for item in parked:
