@@ -11,6 +11,7 @@ from bootkit import ConfigError, Option, Settings
 
 POOLS = ("prefork", "threads", "solo")
 AMQP_SCHEMES = ("amqp", "amqps", "pyamqp")  # where a closed connection requeues its messages
+REDIS_SCHEMES = ("redis", "rediss")  # where unacked messages come back after a visibility timeout
 DEFAULT_QUEUE = "celery"
 
 OPTIONS = [
@@ -85,6 +86,18 @@ OPTIONS.append(
         "AMQP heartbeat in seconds: a silent broker is noticed within about twice this; 0 turns it off.",
         type=float,
         default=10.0,
+        metavar="SECONDS",
+    )
+)
+
+OPTIONS.append(
+    Option(
+        "visibility_timeout",
+        "Redis: seconds a message may stay unacknowledged before it goes back to its "
+        "queue for another worker (its worker died); longer than any task runs with late "
+        "ack plus its wait in the reserve. Swept every tenth of it (1 to 10 s).",
+        type=float,
+        default=3600.0,
         metavar="SECONDS",
     )
 )
@@ -184,6 +197,11 @@ class WorkerConfig:
                 "a child that dies keeps the tasks it reserved (until Redis's visibility "
                 "timeout) or loses them (the embedded broker)"
             )
+        visibility = float(settings.option("visibility_timeout", 3600.0))
+        if visibility <= 0:
+            raise ConfigError(f"--visibility-timeout must be above 0, got {visibility}")
+        if broker.split("://", 1)[0] in REDIS_SCHEMES:
+            transport_options = {**transport_options, "visibility_timeout": visibility}
         multiplier = settings.option("prefetch_multiplier", 4)
         if multiplier < 1:
             raise ConfigError(f"--prefetch-multiplier must be at least 1, got {multiplier}")

@@ -230,29 +230,47 @@ def fetch(connection: Connection) -> int:
 
 
 class Upkeep:
-    """What a loop does for `connection` between two waits: check the broker heartbeat,
-    and every `interval` seconds what kombu's own event loop does on its timers for
-    the Redis poller (restore messages left unacknowledged past their visibility
-    timeout by a worker that died, drop a BRPOP or pub/sub connection that stopped
-    answering; kombu does that every 10 s)."""
+    """What a loop does for `connection` between two waits: check the broker heartbeat;
+    on Redis, sweep every `sweep_every` seconds (push back to their queues the messages
+    left unacknowledged past the visibility timeout, by a worker that died), and every
+    `interval` seconds what kombu's own event loop does on its timers (drop a BRPOP or
+    pub/sub connection that stopped answering)."""
 
     def __init__(self, connection: Connection, interval: float = 10.0) -> None:
         self.connection = connection
         self.interval = interval
-        self._due = time.monotonic() + interval
+        # A tenth of the visibility timeout, 1 s to `interval`: a message a dead worker
+        # held is back within the timeout and a tenth of it (kombu: ten `interval`s).
+        timeout = float((connection.transport_options or {}).get("visibility_timeout", 3600.0))
+        self.sweep_every = min(interval, max(1.0, timeout / 10))
+        now = time.monotonic()
+        self._due = now + interval
+        self._sweep_due = now  # a worker that replaces a dead one looks at once
 
     def __call__(self) -> None:
         if self.connection.heartbeat:
             self.connection.heartbeat_check()
-        now = time.monotonic()
-        if now < self._due:
-            return
-        self._due = now + self.interval
         cycle = _redis_poller(self.connection)
-        if cycle is not None:
-            cycle.maybe_restore_messages()
+        if cycle is None:
+            return
+        now = time.monotonic()
+        if now >= self._sweep_due:
+            self._sweep_due = now + self.sweep_every
+            _sweep(cycle)
+        if now >= self._due:
+            self._due = now + self.interval
             cycle.maybe_check_brpop_health()
             cycle.maybe_check_subclient_health()
+
+
+def _sweep(cycle: Any) -> None:
+    # The unacked keys are the database's, not a channel's: one consuming channel sweeps.
+    for channel in list(cycle._channels):
+        if channel.active_queues:
+            # A broken connection: the loop's own reads find it and reconnect.
+            with contextlib.suppress(*channel.connection_errors):
+                channel.qos.restore_visible(num=channel.unacked_restore_limit, interval=1)
+            return
 
 
 def _redis_poller(connection: Connection) -> Any:

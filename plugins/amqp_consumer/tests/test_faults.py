@@ -78,6 +78,41 @@ def test_p1_worker_killed_mid_run_with_late_acks_loses_nothing(
     assert report.duplicate_starts <= 2  # only the two that were running
 
 
+@pytest.mark.parametrize("broker", ["redis"], indirect=True)
+def test_p4_worker_killed_on_redis_its_tasks_are_back_within_the_visibility_timeout(
+    start_worker: StartWorker, broker: Broker, queue: str, ledger: Path
+) -> None:
+    timeout = 10.0
+    options = ("--prefetch-multiplier", "1", "--visibility-timeout", str(timeout))
+    first = start_worker(*options)
+    tags = publish(broker, queue, ledger, 10, 1.0)
+    wait_until(lambda: starts(ledger) >= 2, "two tasks running")
+    first.proc.kill()
+    first.wait(WAIT)
+    killed, killed_at = time.monotonic(), time.time()
+    entries = read_ledger(ledger)  # what ran and did not end: unacked when it was killed
+    held = {e.tag for e in entries if e.event == "start"} - {
+        e.tag for e in entries if e.event == "done"
+    }
+    start_worker(*options)
+    bound = timeout + 1.0 + 1.0  # the timeout, a sweep (a tenth of it) and a second
+    wait_until(lambda: completed(ledger, tags) == len(tags), "every task done", timeout=bound + 30)
+    report = check(ledger, tags)
+    again = [e.at for e in read_ledger(ledger) if e.event == "start" and e.tag in held]
+    redelivered = max(again) - killed_at  # the later of each held task's two starts
+    print(
+        "\n"
+        + report.line(
+            "P4 kill -9 worker, Redis, visibility timeout 10 s",
+            redeliver_s=redelivered,
+            drain_s=time.monotonic() - killed,
+        )
+    )
+    assert (report.lost, report.duplicate_completions, report.unexpected) == (0, 0, 0)
+    assert report.duplicate_starts == len(held)  # each held task ran again, once
+    assert redelivered <= bound
+
+
 @pytest.mark.parametrize("broker", ["rabbitmq"], indirect=True)
 def test_b3_connections_closed_three_times_the_worker_reconnects_and_loses_nothing(
     start_worker: StartWorker, broker: Broker, queue: str, ledger: Path, client: App

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import json
 import select
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import closing
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +22,8 @@ from kombu.entity import Queue
 from kombu.messaging import Consumer, Producer
 
 from bootkit_amqp_consumer.redis_transport import UNREADABLE, RedisChannel
-from bootkit_amqp_consumer.transport import WorkerConnection, drain, fetch, waitables
+from bootkit_amqp_consumer.transport import Upkeep, WorkerConnection, drain, fetch, waitables
+from e2e_support import WAIT, worker_env
 
 REDIS_URL = "redis://127.0.0.1:6379/14"
 TIMEOUT = 4.0  # every wait below gives up after this long
@@ -259,3 +263,46 @@ def test_with_a_global_key_prefix_every_key_a_take_and_an_ack_touch_is_prefixed(
         assert db.zscore(prefix + "unacked_index", tag) is None
     finally:
         taker.close()  # the fixture deletes the prefixed keys: they begin with `name`
+
+
+def test_the_upkeep_of_a_live_worker_sweeps_back_what_a_dead_one_left(db: Any, name: str) -> None:
+    publish(name, ["held"])
+    dead = Taker(name, prefetch=1)
+    try:
+        assert dead.fetch() == 1
+        (message,) = dead.got
+    finally:
+        dead.channel.qos._delivered.clear()  # killed: nothing is restored on the way out
+        dead.close()
+    assert db.llen(name) == 0
+    live = Taker(name, prefetch=1, visibility_timeout=0.5)
+    try:
+        upkeep = Upkeep(live.conn)
+        assert upkeep.sweep_every == 1.0  # a tenth of the timeout, never under a second
+        assert Upkeep(WorkerConnection(REDIS_URL)).sweep_every == 10.0  # kombu's 3600 s
+        deadline = time.monotonic() + 0.5 + 2 * upkeep.sweep_every + TIMEOUT
+        while not db.llen(name):  # the consumer's loop calls it after each wait
+            assert time.monotonic() < deadline
+            upkeep()
+        (back,) = db.lrange(name, 0, -1)
+        assert json.loads(back)["properties"]["delivery_tag"] == message.delivery_tag
+        assert unacked(db, [message.delivery_tag]) == [(None, False)]
+    finally:
+        live.close()
+
+
+@pytest.mark.parametrize("value", ["0", "-5"])
+def test_a_visibility_timeout_must_be_above_zero(tmp_path: Path, value: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bootkit", "start", "-b", REDIS_URL, "--visibility-timeout", value],
+        env=worker_env(tmp_path, "bad"),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert (
+        f"--visibility-timeout must be above 0, got {float(value)}" in done.stderr.splitlines()[-1]
+    )
