@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -129,6 +130,26 @@ def worker_env(
     if others:
         env["BOOTKIT_PLUGINS"] = ",".join(others)
     return env
+
+
+def run_bootkit(tmp_path: Path, *args: str, name: str = "cli") -> subprocess.CompletedProcess[str]:
+    """``python -m bootkit ARGS`` in a worker's environment (see `worker_env`), to the end."""
+    return subprocess.run(
+        [sys.executable, "-m", "bootkit", *args],
+        env=worker_env(tmp_path, name),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+        check=False,
+    )
+
+
+def start_refused(tmp_path: Path, *args: str) -> str:
+    """Run ``bootkit start`` with `args`, which it must refuse (exit 1): its error line."""
+    done = run_bootkit(tmp_path, "start", *args, name="refused")
+    assert done.returncode == 1, done.stderr
+    return done.stderr.splitlines()[-1]
 
 
 def launch(

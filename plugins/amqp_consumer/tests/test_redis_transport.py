@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import select
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -23,7 +21,7 @@ from kombu.messaging import Consumer, Producer
 
 from bootkit_amqp_consumer.redis_transport import UNREADABLE, RedisChannel
 from bootkit_amqp_consumer.transport import Upkeep, WorkerConnection, drain, fetch, waitables
-from e2e_support import WAIT, worker_env
+from e2e_support import start_refused
 
 REDIS_URL = "redis://127.0.0.1:6379/14"
 TIMEOUT = 4.0  # every wait below gives up after this long
@@ -293,16 +291,5 @@ def test_the_upkeep_of_a_live_worker_sweeps_back_what_a_dead_one_left(db: Any, n
 
 @pytest.mark.parametrize("value", ["0", "-5"])
 def test_a_visibility_timeout_must_be_above_zero(tmp_path: Path, value: str) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "bootkit", "start", "-b", REDIS_URL, "--visibility-timeout", value],
-        env=worker_env(tmp_path, "bad"),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=WAIT,
-        check=False,
-    )
-    assert done.returncode == 1
-    assert (
-        f"--visibility-timeout must be above 0, got {float(value)}" in done.stderr.splitlines()[-1]
-    )
+    error = start_refused(tmp_path, "-b", REDIS_URL, "--visibility-timeout", value)
+    assert f"--visibility-timeout must be above 0, got {float(value)}" in error

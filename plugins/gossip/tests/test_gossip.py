@@ -20,6 +20,7 @@ from e2e_support import (
     Broker,
     StartWorker,
     events,
+    run_bootkit,
     stop,
     wait_for_events,
     wait_until,
@@ -152,15 +153,8 @@ def test_without_gossip_mingle_events_and_control_the_steps_are_shown_disabled_w
     tmp_path: Path,
 ) -> None:
     def graph(*args: str) -> str:
-        done = subprocess.run(
-            [sys.executable, "-m", "bootkit", "graph", *args],
-            env=worker_env(tmp_path, "graph"),
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=WAIT,
-            check=True,
-        )
+        done = run_bootkit(tmp_path, "graph", *args, name="graph")
+        assert done.returncode == 0, done.stderr
         return done.stdout
 
     flags = ["--without", "gossip", "--without", "mingle", "--without", "control"]

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -14,7 +13,15 @@ from typing import Any
 
 from bootkit_amqp_consumer import App
 from bootkit_amqp_consumer.pidbox import call
-from e2e_support import WAIT, Broker, Monitor, StartWorker, stop, wait_until, worker_env
+from e2e_support import (
+    WAIT,
+    Broker,
+    Monitor,
+    StartWorker,
+    run_bootkit,
+    stop,
+    wait_until,
+)
 from e2e_tasks import WORK, read_ledger
 from tests.support import one_error_line
 
@@ -106,15 +113,7 @@ def test_online_heartbeats_on_request_and_on_time_then_offline_with_every_field(
 
 
 def graph(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "bootkit", "graph", *args],
-        env=worker_env(tmp_path, "graph"),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=WAIT,
-        check=False,
-    )
+    return run_bootkit(tmp_path, "graph", *args, name="graph")
 
 
 def test_without_heartbeat_or_events_the_step_is_shown_disabled_with_the_reason(
