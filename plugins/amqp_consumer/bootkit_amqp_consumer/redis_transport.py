@@ -11,15 +11,19 @@ the worker takes and settles messages, which cost four round trips a task:
   as the prefetch count leaves room for and records each as unacked in the same
   atomic step. kombu pops one message a BRPOP and records it with a second round
   trip, and a worker killed between the two has lost it. The loop BRPOPs (waits)
-  only when the last take came back short.
+  only when the last take came back short. What the script cannot record exactly as
+  kombu would (a numeric delivery tag, JSON its cjson does not read) is handed over
+  unrecorded, and recorded by kombu's QoS as after a BRPOP. Queues consumed without
+  acks are left to kombu's BRPOP.
 - `Settler`: an ack is written on a connection of its own without waiting for the
-  reply, as an AMQP ack is; the replies are read at the next ack. On the wire before
-  its task starts, it needs no round trip of the loop's.
+  reply, as an AMQP ack is: on the wire before its task starts, it needs no round
+  trip of the loop's. Replies are read in bulk later; acks whose replies never came
+  are written again on a new connection.
 - One client for a channel's own commands: kombu builds a ``redis.Redis`` for each,
   and with redis-py 8 that copies some 170 response callbacks each time.
 - A list item that is not a kombu message (not JSON, no delivery tag, a body not in
-  its ``body_encoding``) is moved to the ``bootkit.unreadable`` list with a one-line error, where kombu's consumer
-  would raise and take the worker down.
+  its ``body_encoding``) is moved to the ``bootkit.unreadable`` list with a one-line
+  error, where kombu's consumer would raise and take the worker down.
 
 Imported only when the worker's broker is Redis, so an AMQP worker never loads
 redis-py.
@@ -27,8 +31,10 @@ redis-py.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+from collections import deque
 from queue import Empty
 from typing import Any
 
@@ -36,23 +42,30 @@ from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils.json import loads
 from redis import Redis
-from redis.exceptions import ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bootkit import logger
 
+DEAD = (RedisConnectionError, RedisTimeoutError, OSError)  # the connection, not the command
+ACKS_CLIENT = "bootkit-acks"  # the ack connection's name, as CLIENT LIST shows it
 UNREADABLE = "bootkit.unreadable"  # where list items that are not kombu messages go
 FETCH_MAX = 64  # messages a take asks for when no prefetch count bounds it
-OWED = 128  # replies to acks left unread before they are read (two an ack)
+OWED = 64  # acks whose replies are left unread before they are read
+IDLE = 5.0  # seconds unused after which the ack connection is checked before a write
 
-# KEYS: unacked_index, unacked, the parking list, then the queue lists in the order a
-# BRPOP names them (priority first). ARGV: how many, the time to index them at.
-# Each list is emptied before the next is read, which is what repeated BRPOPs do.
-# The hash holds [message, exchange, routing_key] as kombu's QoS writes it, the
-# message's own bytes kept as they came. Returns (list index, tag, item) triples;
-# index 0 for an item parked as unreadable.
+# KEYS: unacked_index, unacked, then the queue lists in the order a BRPOP names them
+# (priority first). ARGV: how many, the time to index them at. Within a take the
+# lists are read in that order, each to its end or the count; between takes the
+# channel's queue cycle turns, as it does after a BRPOP. A message whose tag and
+# exchange and routing key are strings is recorded as kombu's QoS records it, in
+# its unacked hash ([message, exchange, routing_key], the message's bytes as they
+# came) and index. Anything else (a numeric tag, JSON cjson does not read, no
+# kombu message at all) is handed to Python unrecorded, as a BRPOP would hand it.
+# Nothing after the RPOP can raise. Returns (list index, tag or false, item) triples.
 FETCH = """
 local out, want = {}, tonumber(ARGV[1])
-for i = 4, #KEYS do
+for i = 3, #KEYS do
   while #out < 3 * want do
     local item = redis.call('RPOP', KEYS[i])
     if not item then break end
@@ -60,18 +73,16 @@ for i = 4, #KEYS do
     local props = ok and type(m) == 'table' and m.properties
     local tag = type(props) == 'table' and props.delivery_tag
     local info = type(props) == 'table' and props.delivery_info
-    if (type(tag) == 'string' or type(tag) == 'number') and type(info) == 'table' then
-      tag = tostring(tag)
+    if type(tag) == 'string' and type(info) == 'table'
+        and type(info.exchange) == 'string' and type(info.routing_key) == 'string' then
       redis.call('ZADD', KEYS[1], ARGV[2], tag)
       redis.call('HSET', KEYS[2], tag, '[' .. item .. ',' .. cjson.encode(info.exchange)
         .. ',' .. cjson.encode(info.routing_key) .. ']')
-      out[#out + 1] = i - 3
-      out[#out + 1] = tag
     else
-      redis.call('LPUSH', KEYS[3], item)
-      out[#out + 1] = 0
-      out[#out + 1] = false
+      tag = false
     end
+    out[#out + 1] = i - 2
+    out[#out + 1] = tag
     out[#out + 1] = item
   end
   if #out >= 3 * want then break end
@@ -99,9 +110,15 @@ class RedisQoS(kombu_redis.QoS):
 
 class Settler:
     """Writes each ack (HDEL and ZREM of its tag) on a connection of its own and reads
-    the replies later, `OWED` at a time (they arrived long before) or when the
-    channel closes: no ack waits for Redis, and acks written together are not spaced
-    by round trips."""
+    the replies later, `OWED` at a time (they arrived long before), at each sweep of
+    the loop's upkeep and when the channel closes: no ack waits for Redis, and acks
+    written together are not spaced by round trips.
+
+    The tags whose replies are unread are kept: when the connection turns out dead
+    (a write or a read fails, or a PING after `IDLE` seconds unused does), they are
+    written again on a new one, since a write into a socket the server has closed
+    can succeed and be lost. Settling a tag twice is harmless. Only when Redis cannot
+    be reached at all does the error go up, and the consumer reconnects."""
 
     def __init__(self, channel: RedisChannel) -> None:
         self.channel = channel
@@ -110,48 +127,58 @@ class Settler:
         self._lock = threading.Lock()
         self._conn: Any = None
         self._pool: Any = None
-        self._pending = 0  # replies written for and not read yet
+        self._unread: deque[str] = deque()  # tags written whose two replies are unread
+        self._used = 0.0  # monotonic time of the last write
+        self.idle = IDLE  # seconds unused before the connection is looked at first
         prefix = channel.global_keyprefix
         self._hash = _bulk(prefix + channel.unacked_key)
         self._index = _bulk(prefix + channel.unacked_index_key)
 
-    def send(self, tag: str) -> None:
+    def send(self, tag: Any) -> None:
+        tag = str(tag)  # as redis-py writes a numeric tag kombu recorded
+        with self._lock:
+            owed = False
+            try:
+                conn = self._connection()
+                if len(self._unread) >= OWED:
+                    self._read_locked(conn)
+                self._unread.append(tag)
+                owed = True
+                conn.send_packed_command([self._command(tag)], check_health=False)
+            except DEAD:
+                if not owed:
+                    self._unread.append(tag)
+                self._rewrite_locked()
+            self._used = time.monotonic()
+
+    def settle(self) -> None:
+        """Read every reply still owed: the acks written so far have been applied."""
+        with self._lock:
+            if self._conn is None:
+                return
+            try:
+                self._read_locked(self._conn)
+            except DEAD:
+                self._rewrite_locked()
+                self._read_locked(self._conn)
+
+    def close(self) -> None:
+        """Settle what is owed and give the connection back; a failure is logged."""
+        try:
+            self.settle()
+        except Exception as exc:  # Redis is gone: those acks come back after the timeout
+            logger().warning("ack_unconfirmed", acks=len(self._unread), error=str(exc))
+        with self._lock:
+            self._drop_locked()
+
+    def _command(self, tag: str) -> bytes:
         key = _bulk(tag)
-        command = b"*3\r\n$4\r\nHDEL\r\n%s%s*3\r\n$4\r\nZREM\r\n%s%s" % (
+        return b"*3\r\n$4\r\nHDEL\r\n%s%s*3\r\n$4\r\nZREM\r\n%s%s" % (
             self._hash,
             key,
             self._index,
             key,
         )
-        with self._lock:
-            conn = self._connection()
-            if self._pending >= OWED:
-                self._read_locked(conn)
-            try:
-                conn.send_packed_command([command], check_health=False)
-            except BaseException:
-                self._drop_locked()
-                raise
-            self._pending += 2
-
-    def settle(self) -> None:
-        """Read every reply still owed: the acks written so far have been applied."""
-        with self._lock:
-            if self._conn is not None:
-                self._read_locked(self._conn)
-
-    def close(self) -> None:
-        """Read what is owed and give the connection back (drop it if it failed)."""
-        with self._lock:
-            conn, self._conn = self._conn, None
-            if conn is None:
-                return
-            try:
-                self._read_locked(conn)
-            except Exception:
-                conn.disconnect()
-                return
-            self._pool.release(conn)
 
     def _connection(self) -> Any:
         pool = self.channel.pool
@@ -159,24 +186,32 @@ class Settler:
             self._drop_locked()
         if self._conn is None:
             self._conn, self._pool = pool.get_connection(), pool
+            self._conn.send_command("CLIENT", "SETNAME", ACKS_CLIENT, check_health=False)
+            self._conn.read_response()
+        elif time.monotonic() - self._used > self.idle:
+            # Unused a while: a server or proxy may have closed it. Look first.
+            self._read_locked(self._conn)
+            self._conn.send_command("PING", check_health=False)
+            self._conn.read_response()
         return self._conn
 
     def _read_locked(self, conn: Any) -> None:
-        try:
-            while self._pending:
-                self._pending -= 1
-                try:
-                    conn.read_response(disable_decoding=True, disconnect_on_error=True)
-                except ResponseError as exc:  # e.g. the keys hold another type: say so
-                    logger().error("ack_failed", error=str(exc))
-        except BaseException:
-            self._drop_locked()
-            raise
+        while self._unread:
+            conn.read_response(disable_decoding=True)  # an error reply raises
+            conn.read_response(disable_decoding=True)
+            self._unread.popleft()
+
+    def _rewrite_locked(self) -> None:
+        """Write every unread tag again, on a new connection (raises if Redis is down)."""
+        self._drop_locked()
+        conn = self._connection()
+        conn.send_packed_command([b"".join(map(self._command, self._unread))], check_health=False)
 
     def _drop_locked(self) -> None:
-        conn, self._conn, self._pending = self._conn, None, 0
+        conn, self._conn = self._conn, None
         if conn is not None:
             conn.disconnect()
+            self._pool.release(conn)
 
 
 class RedisChannel(kombu_redis.Channel):
@@ -189,6 +224,8 @@ class RedisChannel(kombu_redis.Channel):
         self.recorded: set[str] = set()  # tags a take recorded as unacked, not delivered yet
         self._more = True  # the last take was full or a BRPOP brought one: try a take
         self._fetching = False  # a loop calls `fetch`: no BRPOP while a take may find more
+        self._stopped = False  # `stop_taking`: neither takes nor BRPOPs any more
+        self._no_ack: set[str] = set()  # queues consumed without acks: never taken
         self._fetch_client: Any = None
         self._fetch_script: Any = None
         super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
@@ -203,6 +240,18 @@ class RedisChannel(kombu_redis.Channel):
             client = self._shared_client = super()._create_client()  # type: ignore[no-untyped-call]
         return client
 
+    def basic_consume(self, queue: str, no_ack: bool, *args: Any, **kwargs: Any) -> Any:
+        if no_ack:  # nothing would settle what a take records
+            self._no_ack.add(queue)
+        return super().basic_consume(queue, no_ack, *args, **kwargs)  # type: ignore[no-untyped-call]
+
+    def stop_taking(self) -> None:
+        """Take nothing more (a cold shutdown hands back what it holds), and settle
+        the acks written so far."""
+        self._stopped = True
+        with contextlib.suppress(Exception):  # what is not settled comes back later
+            self.settler.settle()
+
     def fetch(self) -> int:
         """Take what the consumed queues hold now, up to the prefetch count's room, in
         one round trip; how many were taken. Nothing is taken while a BRPOP is out (it
@@ -210,40 +259,58 @@ class RedisChannel(kombu_redis.Channel):
         the loop waits with a BRPOP instead)."""
         self._fetching = True
         queues = self.active_queues
-        if not self._more or self._in_poll or not queues or not self.qos.can_consume():
+        if not self._more or not self._takes(queues) or self._in_poll or not queues:
+            return 0
+        if not self.qos.can_consume():
             return 0
         room = min(self.qos.can_consume_max_estimate() or FETCH_MAX, FETCH_MAX)
         order = self._queue_cycle.consume(len(queues))
         prefix = self.global_keyprefix
         dests = [queue for pri in self.priority_steps for queue in order]
-        keys = [prefix + self.unacked_index_key, prefix + self.unacked_key, prefix + UNREADABLE]
-        keys += [
-            prefix + self._q_for_pri(queue, pri)  # type: ignore[no-untyped-call]
+        lists = [
+            self._q_for_pri(queue, pri)  # type: ignore[no-untyped-call]
             for pri in self.priority_steps
             for queue in order
         ]
+        keys = [prefix + key for key in (self.unacked_index_key, self.unacked_key, *lists)]
         reply = self._script()(keys=keys, args=[room, time.time()])
-        taken = len(reply) // 3
-        self._more = taken == room
-        triples = [reply[at : at + 3] for at in range(0, len(reply), 3)]
-        for done, (index, tag, item) in enumerate(triples):
+        taken = [
+            (lists[index - 1], dests[index - 1], tag and tag.decode(), item)
+            for index, tag, item in zip(reply[::3], reply[1::3], reply[2::3], strict=True)
+        ]
+        self._more = len(taken) == room
+        for done, (_, dest, tag, item) in enumerate(taken):
             try:
-                if index:
-                    self._queue_cycle.rotate(dests[index - 1])
-                    self._take(dests[index - 1], item, tag.decode())
-                else:
-                    self._unreadable(dests, item, "not a kombu message", parked=True)
-            except BaseException:  # the rest are recorded but were not handed over
-                left = [t.decode() for i, t, _ in triples[done:] if i]
-                self._put_back([t for t in left if t not in self.qos._delivered])
+                self._queue_cycle.rotate(dest)
+                self._take(dest, item, tag)
+            except BaseException:  # what was not handed over goes back where it was
+                current, *rest = taken[done:]
+                self._put_back(rest if self._handed(current[2], current[3]) else taken[done:])
                 raise
-        return taken
+        return len(taken)
 
-    def _put_back(self, tags: list[str]) -> None:
-        """Return recorded messages to the consuming end of their queues, first
-        taken first again."""
-        for tag in reversed(tags):
-            self.qos.restore_by_tag(tag)
+    def _takes(self, queues: Any) -> bool:
+        """Whether the loop's `fetch` takes for this channel (not for queues consumed
+        without acks, whose records nothing would settle, nor once stopped)."""
+        return self._fetching and not self._stopped and self._no_ack.isdisjoint(queues)
+
+    def _handed(self, tag: str | None, item: bytes) -> bool:
+        """Whether the message reached kombu's QoS (it restores it at close)."""
+        if tag is None:  # unrecorded: its tag is the message's own, if it has one
+            with contextlib.suppress(Exception):
+                tag = _message(item)["properties"]["delivery_tag"]
+        return tag is not None and tag in self.qos._delivered
+
+    def _put_back(self, entries: list[tuple[str, str, str | None, bytes]]) -> None:
+        """Push taken messages back to the consuming end of their lists, the first
+        taken last (so it comes first again), and drop their records, in one step."""
+        with self.conn_or_acquire() as client:
+            pipe = client.pipeline()
+            for key, _, tag, item in reversed(entries):
+                pipe.rpush(key, item)  # a prefixed client adds the prefix
+                if tag is not None:
+                    self.qos._remove_from_indices(tag, pipe)
+            pipe.execute()
 
     def _script(self) -> Any:
         if self._fetch_client is None or self._fetch_client.connection_pool is not self.pool:
@@ -257,18 +324,14 @@ class RedisChannel(kombu_redis.Channel):
         try:
             payload = _message(item)
         except Exception as exc:
-            if tag is not None:  # recorded, but Python cannot read it: take it back
-                self.qos._remove_from_indices(tag).execute()
-            self._unreadable([dest], item, f"{type(exc).__name__}: {exc}", parked=False)
+            self._unreadable(dest, item, tag, f"{type(exc).__name__}: {exc}")
             return
         if tag is not None:
             self.recorded.add(tag)
         try:
             self.connection._deliver(payload, dest)
-        except _UndecodableBodyError as exc:  # kombu could not make it a message: not delivered
-            if tag is not None:
-                self.qos._remove_from_indices(tag).execute()
-            self._unreadable([dest], item, str(exc), parked=False)
+        except _UndecodableBodyError as exc:  # kombu could not make it a message
+            self._unreadable(dest, item, tag, str(exc))
         finally:
             self.recorded.discard(tag)
 
@@ -280,26 +343,38 @@ class RedisChannel(kombu_redis.Channel):
                 f"body_encoding {encoding!r}: {type(exc).__name__}: {exc}"
             ) from exc
 
-    def _unreadable(self, dests: list[str], item: bytes, why: str, *, parked: bool) -> None:
-        if not parked:
-            with self.conn_or_acquire() as client:
-                client.lpush(UNREADABLE, item)
+    def _unreadable(self, dest: str, item: bytes, tag: str | None, why: str) -> None:
+        """Park `item` in `UNREADABLE`, and drop its record (if a take made one) in the
+        same step, so it is never in neither."""
+        with self.conn_or_acquire() as client:
+            pipe = client.pipeline()
+            pipe.lpush(UNREADABLE, item)
+            if tag is not None:
+                self.qos._remove_from_indices(tag, pipe)
+            pipe.execute()
         logger().error(
             "message_rejected",
             reason="unreadable",
-            detail=why,
-            queues=sorted(set(dests)),
+            detail=why[:300],
+            queue=dest,
             parked_in=UNREADABLE,
             size=len(item),
         )
 
     def _brpop_start(self, timeout: float | None = None) -> None:
-        if self._fetching and self._more:
+        if self._stopped:
+            return
+        if self._more and self._takes(self.active_queues):
             return  # the loop's next `fetch` takes what is there; a BRPOP would race it
         super()._brpop_start(timeout)  # type: ignore[no-untyped-call]
 
     def _brpop_read(self, **options: Any) -> bool:
         """kombu's read of a BRPOP reply, with its message handed over by `_take`."""
+        if not self._in_poll:
+            # Readable with no BRPOP out (`_brpop_start` held it back): the server
+            # closed the connection or pushed something. Start it afresh.
+            self.client.connection.disconnect()
+            raise Empty()
         try:
             try:
                 reply = self.client.parse_response(self.client.connection, "BRPOP", **options)
@@ -308,7 +383,9 @@ class RedisChannel(kombu_redis.Channel):
                 raise
         finally:
             self._in_poll = None  # type: ignore[assignment]
-            self._flush_brpop_reauth()  # type: ignore[no-untyped-call]
+            reauth = getattr(self, "_flush_brpop_reauth", None)  # kombu 5.7's re-auth
+            if reauth is not None:
+                reauth()
         if not reply:
             raise Empty()
         key, item = reply

@@ -95,8 +95,12 @@ class Subscription:
         restore = getattr(getattr(self.channel, "qos", None), "restore_unacked_once", None)
         if not callable(restore):
             return
-        # First cut the channel's own Redis connections: a BRPOP still blocked in the
-        # server would take a restored message straight back into this dying worker.
+        # First stop the loop taking (and settle its acks), and cut the channel's own
+        # Redis connections: a take, or a BRPOP still blocked in the server, would
+        # bring a restored message straight back into this dying worker.
+        stop_taking = getattr(self.channel, "stop_taking", None)
+        if callable(stop_taking):
+            stop_taking()
         pool = getattr(getattr(self.channel, "client", None), "connection_pool", None)
         if pool is not None:
             pool.disconnect()

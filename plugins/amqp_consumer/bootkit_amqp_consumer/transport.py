@@ -264,13 +264,17 @@ class Upkeep:
 
 
 def _sweep(cycle: Any) -> None:
-    # The unacked keys are the database's, not a channel's: one consuming channel sweeps.
+    """Confirm the acks written so far (`redis_transport.Settler`), and push back what
+    a dead worker left; a broken connection is left to the loop's own reads."""
+    swept = False
     for channel in list(cycle._channels):
-        if channel.active_queues:
-            # A broken connection: the loop's own reads find it and reconnect.
-            with contextlib.suppress(*channel.connection_errors):
+        with contextlib.suppress(*channel.connection_errors):
+            if hasattr(channel, "settler"):
+                channel.settler.settle()
+            # The unacked keys are the database's, not a channel's: one channel sweeps.
+            if channel.active_queues and not swept:
+                swept = True
                 channel.qos.restore_visible(num=channel.unacked_restore_limit, interval=1)
-            return
 
 
 def _redis_poller(connection: Connection) -> Any:

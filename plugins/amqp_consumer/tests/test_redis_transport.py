@@ -19,7 +19,7 @@ from kombu.connection import Connection
 from kombu.entity import Queue
 from kombu.messaging import Consumer, Producer
 
-from bootkit_amqp_consumer.redis_transport import UNREADABLE, RedisChannel
+from bootkit_amqp_consumer.redis_transport import ACKS_CLIENT, UNREADABLE, RedisChannel
 from bootkit_amqp_consumer.transport import Upkeep, WorkerConnection, drain, fetch, waitables
 from e2e_support import start_refused
 
@@ -293,3 +293,127 @@ def test_the_upkeep_of_a_live_worker_sweeps_back_what_a_dead_one_left(db: Any, n
 def test_a_visibility_timeout_must_be_above_zero(tmp_path: Path, value: str) -> None:
     error = start_refused(tmp_path, "-b", REDIS_URL, "--visibility-timeout", value)
     assert f"--visibility-timeout must be above 0, got {float(value)}" in error
+
+
+def envelope_like(db: Any, name: str, body: str, **props: Any) -> dict[str, Any]:
+    """A kombu message for `name` as kombu writes it, its properties changed by `props`."""
+    (item,) = publish(name, [body])
+    db.delete(name)
+    message: dict[str, Any] = json.loads(item)
+    message["properties"] = {**message["properties"], **props}
+    return message
+
+
+def test_what_the_script_does_not_record_is_handed_over_as_a_brpop_hands_it(
+    db: Any, name: str
+) -> None:
+    numeric = envelope_like(db, name, "numeric tag", delivery_tag=12345678901234567)
+    odd = envelope_like(db, name, "odd key")  # exchange and routing key as Python has them
+    odd["properties"]["delivery_info"]["routing_key"] = 1e400  # cjson cannot write it back
+    surrogate = envelope_like(db, name, "lone surrogate")  # Python reads it, cjson does not
+    surrogate["headers"] = {"note": "\ud800"}
+    db.lpush(name, json.dumps(numeric), json.dumps(odd), json.dumps(surrogate))
+    taker = Taker(name, prefetch=5)
+    try:
+        assert taker.fetch() == 3
+        assert [json.loads(m.body) for m in taker.got] == [
+            "numeric tag",
+            "odd key",
+            "lone surrogate",
+        ]
+        tags = [str(m.delivery_tag) for m in taker.got]
+        assert all(record is not None for record, _ in unacked(db, tags))  # kombu's record
+        for message in taker.got:
+            message.ack()
+        taker.channel.settler.settle()
+        assert unacked(db, tags) == [(None, False)] * 3
+    finally:
+        taker.close()
+
+
+def test_a_consumer_that_raises_mid_take_leaves_the_rest_where_they_were(
+    db: Any, name: str
+) -> None:
+    items = publish(name, ["a", "b", "c"])
+    taker = Taker(name, prefetch=3)
+
+    def fail_on_b(message: Any) -> None:
+        if message.body == b'"b"':
+            raise RuntimeError("the consumer failed")
+        taker.got.append(message)
+
+    taker.consumer.on_message = fail_on_b
+    try:
+        with pytest.raises(RuntimeError):
+            taker.fetch()
+        assert [m.body for m in taker.got] == [b'"a"']
+        tags = [json.loads(item)["properties"]["delivery_tag"] for item in items]
+        # c never reached the consumer: back as it was published, its record dropped.
+        assert db.lrange(name, 0, -1) == [items[2]]
+        assert unacked(db, tags[2:]) == [(None, False)]
+        # a and b reached the channel (b's consumer raised): held, recorded, unacked.
+        assert all(record is not None for record, _ in unacked(db, tags[:2]))
+    finally:
+        taker.close()
+    # Closed, the channel hands back what it held, as kombu does: nothing is lost.
+    back = {json.loads(item)["properties"]["delivery_tag"] for item in db.lrange(name, 0, -1)}
+    assert back == set(tags)
+
+
+def test_a_no_ack_consumer_is_never_taken_for_so_nothing_is_recorded(db: Any, name: str) -> None:
+    (item,) = publish(name, ["x"])
+    conn: Any = WorkerConnection(REDIS_URL, connect_timeout=2)
+    got: list[Any] = []
+    try:
+        channel = conn.channel()
+        Consumer(
+            channel, [Queue(name, channel=channel)], on_message=got.append, no_ack=True
+        ).consume()
+        assert fetch(conn) == 0
+        deadline = time.monotonic() + TIMEOUT
+        while not got:  # kombu's own BRPOP brings it
+            assert time.monotonic() < deadline
+            readable, _, _ = select.select(waitables(conn) or [], [], [], SHORT)
+            drain(conn, readable, idle=not readable)
+        assert [m.body for m in got] == [b'"x"']
+        tag = json.loads(item)["properties"]["delivery_tag"]
+        assert unacked(db, [tag]) == [(None, False)]
+    finally:
+        conn.release()
+
+
+def test_acks_written_into_a_connection_the_server_closed_are_written_again(
+    db: Any, name: str
+) -> None:
+    publish(name, ["a", "b"])
+    taker = Taker(name, prefetch=2)
+    try:
+        assert taker.fetch() == 2
+        first, second = taker.got
+        first.ack()
+        (acks,) = [c for c in db.client_list() if c["name"] == ACKS_CLIENT and c["db"] == "14"]
+        db.client_kill_filter(_id=acks["id"])
+        second.ack()  # into the dead socket, or found dead: either way written again
+        taker.channel.settler.settle()
+        tags = [first.delivery_tag, second.delivery_tag]
+        assert unacked(db, tags) == [(None, False)] * 2
+    finally:
+        taker.close()
+
+
+def test_an_ack_after_the_connection_sat_unused_checks_it_first(db: Any, name: str) -> None:
+    publish(name, ["a", "b", "c"])
+    taker = Taker(name, prefetch=3)
+    try:
+        assert taker.fetch() == 3
+        settler = taker.channel.settler
+        settler.idle = 0.0  # every ack finds the connection unused "too long"
+        taker.got[0].ack()  # a new connection: nothing to look at yet
+        taker.got[1].ack()  # reads the first ack's replies, PINGs, then writes
+        (acks,) = [c for c in db.client_list() if c["name"] == ACKS_CLIENT and c["db"] == "14"]
+        db.client_kill_filter(_id=acks["id"])
+        taker.got[2].ack()  # the PING finds it dead: written on a new one
+        settler.settle()
+        assert unacked(db, [m.delivery_tag for m in taker.got]) == [(None, False)] * 3
+    finally:
+        taker.close()
