@@ -35,6 +35,7 @@ import contextlib
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from queue import Empty
 from typing import Any
 
@@ -43,11 +44,15 @@ from kombu.transport import virtual
 from kombu.utils.json import loads
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bootkit import logger
 
-DEAD = (RedisConnectionError, RedisTimeoutError, OSError)  # the connection, not the command
+# What drops the ack connection: it failed, or Redis refused a command on it.
+FAILED = (RedisConnectionError, RedisTimeoutError, OSError, ResponseError)
+REPLY_TIMEOUT = 10.0  # seconds a reply owed on the ack connection may take
+STOP_WAIT = 1.0  # seconds a cold stop waits for a take under way to hand back the rest
 ACKS_CLIENT = "bootkit-acks"  # the ack connection's name, as CLIENT LIST shows it
 UNREADABLE = "bootkit.unreadable"  # where list items that are not kombu messages go
 FETCH_MAX = 64  # messages a take asks for when no prefetch count bounds it
@@ -91,6 +96,9 @@ return out
 """
 
 
+Taken = tuple[str, str, bytes | None, bytes]  # (list key, queue, tag a take recorded, item)
+
+
 class RedisQoS(kombu_redis.QoS):
     """kombu's ack emulation, told which deliveries a take recorded already, and
     settling acks through the channel's `Settler`."""
@@ -114,11 +122,13 @@ class Settler:
     the loop's upkeep and when the channel closes: no ack waits for Redis, and acks
     written together are not spaced by round trips.
 
-    The tags whose replies are unread are kept: when the connection turns out dead
-    (a write or a read fails, or a PING after `IDLE` seconds unused does), they are
-    written again on a new one, since a write into a socket the server has closed
-    can succeed and be lost. Settling a tag twice is harmless. Only when Redis cannot
-    be reached at all does the error go up, and the consumer reconnects."""
+    It holds to one rule: the connection, when there is one, carries exactly the
+    tags in `_unread`, written in that order, two replies owed for each. Any failure
+    (a write or read that fails or times out, an error reply, a PING after `idle`
+    seconds unused that fails) drops the connection; the next one starts by writing
+    every unread tag again, since a write into a socket the server has closed can
+    succeed and be lost, and settling a tag twice is harmless. When Redis cannot be
+    reached twice running the error goes up, and the consumer reconnects."""
 
     def __init__(self, channel: RedisChannel) -> None:
         self.channel = channel
@@ -135,32 +145,15 @@ class Settler:
         self._index = _bulk(prefix + channel.unacked_index_key)
 
     def send(self, tag: Any) -> None:
-        tag = str(tag)  # as redis-py writes a numeric tag kombu recorded
+        command = self._command(str(tag))  # str: as redis-py writes a numeric tag
         with self._lock:
-            owed = False
-            try:
-                conn = self._connection()
-                if len(self._unread) >= OWED:
-                    self._read_locked(conn)
-                self._unread.append(tag)
-                owed = True
-                conn.send_packed_command([self._command(tag)], check_health=False)
-            except DEAD:
-                if not owed:
-                    self._unread.append(tag)
-                self._rewrite_locked()
-            self._used = time.monotonic()
+            self._retrying(lambda conn: self._write_locked(conn, str(tag), command))
 
     def settle(self) -> None:
         """Read every reply still owed: the acks written so far have been applied."""
         with self._lock:
-            if self._conn is None:
-                return
-            try:
-                self._read_locked(self._conn)
-            except DEAD:
-                self._rewrite_locked()
-                self._read_locked(self._conn)
+            if self._unread:
+                self._retrying(self._read_locked)
 
     def close(self) -> None:
         """Settle what is owed and give the connection back; a failure is logged."""
@@ -170,6 +163,23 @@ class Settler:
             logger().warning("ack_unconfirmed", acks=len(self._unread), error=str(exc))
         with self._lock:
             self._drop_locked()
+
+    def _retrying(self, work: Callable[[Any], None]) -> None:
+        for attempt in (1, 2):
+            try:
+                work(self._connection())
+                return
+            except FAILED:
+                self._drop_locked()
+                if attempt == 2:
+                    raise
+
+    def _write_locked(self, conn: Any, tag: str, command: bytes) -> None:
+        if len(self._unread) >= OWED:
+            self._read_locked(conn)
+        conn.send_packed_command([command], check_health=False)
+        self._unread.append(tag)
+        self._used = time.monotonic()
 
     def _command(self, tag: str) -> bytes:
         key = _bulk(tag)
@@ -185,27 +195,35 @@ class Settler:
         if self._conn is not None and self._pool is not pool:  # reconnected: a new pool
             self._drop_locked()
         if self._conn is None:
-            self._conn, self._pool = pool.get_connection(), pool
-            self._conn.send_command("CLIENT", "SETNAME", ACKS_CLIENT, check_health=False)
-            self._conn.read_response()
+            conn = pool.get_connection()
+            self._conn, self._pool = conn, pool
+            conn.send_command("CLIENT", "SETNAME", ACKS_CLIENT, check_health=False)
+            with contextlib.suppress(ResponseError):  # a name is a courtesy (ACLs may refuse)
+                conn.read_response(timeout=REPLY_TIMEOUT)
+            if self._unread:  # what the last connection may have lost
+                conn.send_packed_command(
+                    [b"".join(map(self._command, self._unread))], check_health=False
+                )
+            self._used = time.monotonic()
         elif time.monotonic() - self._used > self.idle:
             # Unused a while: a server or proxy may have closed it. Look first.
             self._read_locked(self._conn)
             self._conn.send_command("PING", check_health=False)
-            self._conn.read_response()
+            self._conn.read_response(timeout=REPLY_TIMEOUT)
+            self._used = time.monotonic()
         return self._conn
 
     def _read_locked(self, conn: Any) -> None:
         while self._unread:
-            conn.read_response(disable_decoding=True)  # an error reply raises
-            conn.read_response(disable_decoding=True)
+            errors = []
+            for _ in (1, 2):  # both of a pair, so an error leaves nothing half read
+                try:
+                    conn.read_response(disable_decoding=True, timeout=REPLY_TIMEOUT)
+                except ResponseError as exc:
+                    errors.append(exc)
+            if errors:  # READONLY after a failover, MISCONF, ...: not applied
+                raise errors[0]
             self._unread.popleft()
-
-    def _rewrite_locked(self) -> None:
-        """Write every unread tag again, on a new connection (raises if Redis is down)."""
-        self._drop_locked()
-        conn = self._connection()
-        conn.send_packed_command([b"".join(map(self._command, self._unread))], check_health=False)
 
     def _drop_locked(self) -> None:
         conn, self._conn = self._conn, None
@@ -226,6 +244,7 @@ class RedisChannel(kombu_redis.Channel):
         self._fetching = False  # a loop calls `fetch`: no BRPOP while a take may find more
         self._stopped = False  # `stop_taking`: neither takes nor BRPOPs any more
         self._no_ack: set[str] = set()  # queues consumed without acks: never taken
+        self._taking = threading.Lock()  # held by a take, so `stop_taking` can wait it out
         self._fetch_client: Any = None
         self._fetch_script: Any = None
         super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
@@ -240,6 +259,10 @@ class RedisChannel(kombu_redis.Channel):
             client = self._shared_client = super()._create_client()  # type: ignore[no-untyped-call]
         return client
 
+    def basic_cancel(self, consumer_tag: str) -> Any:
+        self._no_ack.discard(self._tag_to_queue.get(consumer_tag))
+        return super().basic_cancel(consumer_tag)  # type: ignore[no-untyped-call]
+
     def basic_consume(self, queue: str, no_ack: bool, *args: Any, **kwargs: Any) -> Any:
         if no_ack:  # nothing would settle what a take records
             self._no_ack.add(queue)
@@ -249,6 +272,10 @@ class RedisChannel(kombu_redis.Channel):
         """Take nothing more (a cold shutdown hands back what it holds), and settle
         the acks written so far."""
         self._stopped = True
+        # A take under way hands back what it has not handed over: let it (briefly:
+        # with -P solo it may be running a task).
+        if self._taking.acquire(timeout=STOP_WAIT):
+            self._taking.release()
         with contextlib.suppress(Exception):  # what is not settled comes back later
             self.settler.settle()
 
@@ -263,6 +290,10 @@ class RedisChannel(kombu_redis.Channel):
             return 0
         if not self.qos.can_consume():
             return 0
+        with self._taking:
+            return 0 if self._stopped else self._take_some(queues)
+
+    def _take_some(self, queues: Any) -> int:
         room = min(self.qos.can_consume_max_estimate() or FETCH_MAX, FETCH_MAX)
         order = self._queue_cycle.consume(len(queues))
         prefix = self.global_keyprefix
@@ -274,18 +305,28 @@ class RedisChannel(kombu_redis.Channel):
         ]
         keys = [prefix + key for key in (self.unacked_index_key, self.unacked_key, *lists)]
         reply = self._script()(keys=keys, args=[room, time.time()])
-        taken = [
-            (lists[index - 1], dests[index - 1], tag and tag.decode(), item)
+        taken: list[Taken] = [
+            (lists[index - 1], dests[index - 1], tag, item)
             for index, tag, item in zip(reply[::3], reply[1::3], reply[2::3], strict=True)
         ]
         self._more = len(taken) == room
         for done, (_, dest, tag, item) in enumerate(taken):
+            if self._stopped:  # a cold stop: the rest go back untouched
+                self._put_back(taken[done:])
+                break
             try:
                 self._queue_cycle.rotate(dest)
                 self._take(dest, item, tag)
-            except BaseException:  # what was not handed over goes back where it was
-                current, *rest = taken[done:]
-                self._put_back(rest if self._handed(current[2], current[3]) else taken[done:])
+            except Exception as exc:
+                handed = self._handed(tag, item)
+                if handed or isinstance(exc, (RedisError, OSError)):
+                    # Handed over, or Redis failed: what was not handed goes back.
+                    self._put_back(taken[done + 1 :] if handed else taken[done:])
+                    raise
+                # kombu refused it before any consumer saw it: the message's fault.
+                self._unreadable(dest, item, tag, f"{type(exc).__name__}: {exc}")
+            except BaseException:
+                self._put_back(taken[done + 1 :] if self._handed(tag, item) else taken[done:])
                 raise
         return len(taken)
 
@@ -294,14 +335,15 @@ class RedisChannel(kombu_redis.Channel):
         without acks, whose records nothing would settle, nor once stopped)."""
         return self._fetching and not self._stopped and self._no_ack.isdisjoint(queues)
 
-    def _handed(self, tag: str | None, item: bytes) -> bool:
+    def _handed(self, tag: bytes | None, item: bytes) -> bool:
         """Whether the message reached kombu's QoS (it restores it at close)."""
-        if tag is None:  # unrecorded: its tag is the message's own, if it has one
+        own: Any = None if tag is None else tag.decode("utf-8", "replace")
+        if own is None:  # unrecorded: its tag is the message's own, if it has one
             with contextlib.suppress(Exception):
-                tag = _message(item)["properties"]["delivery_tag"]
-        return tag is not None and tag in self.qos._delivered
+                own = _message(item)["properties"]["delivery_tag"]
+        return own is not None and own in self.qos._delivered
 
-    def _put_back(self, entries: list[tuple[str, str, str | None, bytes]]) -> None:
+    def _put_back(self, entries: list[Taken]) -> None:
         """Push taken messages back to the consuming end of their lists, the first
         taken last (so it comes first again), and drop their records, in one step."""
         with self.conn_or_acquire() as client:
@@ -319,12 +361,14 @@ class RedisChannel(kombu_redis.Channel):
             self._fetch_script = self._fetch_client.register_script(FETCH)
         return self._fetch_script
 
-    def _take(self, dest: str, item: bytes, tag: str | None) -> None:
-        """Hand one message to its queue's consumer; `tag`: recorded by a take."""
+    def _take(self, dest: str, item: bytes, recorded: bytes | None) -> None:
+        """Hand one message to its queue's consumer; `recorded`: its tag, if a take
+        recorded it."""
         try:
+            tag = None if recorded is None else recorded.decode()
             payload = _message(item)
-        except Exception as exc:
-            self._unreadable(dest, item, tag, f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # the recorded tag as it came: Redis takes bytes
+            self._unreadable(dest, item, recorded, f"{type(exc).__name__}: {exc}")
             return
         if tag is not None:
             self.recorded.add(tag)
@@ -343,7 +387,7 @@ class RedisChannel(kombu_redis.Channel):
                 f"body_encoding {encoding!r}: {type(exc).__name__}: {exc}"
             ) from exc
 
-    def _unreadable(self, dest: str, item: bytes, tag: str | None, why: str) -> None:
+    def _unreadable(self, dest: str, item: bytes, tag: str | bytes | None, why: str) -> None:
         """Park `item` in `UNREADABLE`, and drop its record (if a take made one) in the
         same step, so it is never in neither."""
         with self.conn_or_acquire() as client:
@@ -414,15 +458,24 @@ class _UndecodableBodyError(Exception):
 
 
 def _message(item: bytes) -> dict[str, Any]:
-    """A list item as kombu's message dict; raises unless it has what kombu's channel
-    reads of it (the delivery tag, and the exchange and routing key its unacked
-    record and restore need)."""
+    """A list item as kombu's message dict; raises unless kombu's channel and QoS can
+    take it: a delivery tag Redis can store, and an exchange and routing key (its
+    unacked record and restore need them)."""
     payload = loads(item)
     props = payload["properties"]
     info = props["delivery_info"]
+    tag = props["delivery_tag"]
+    if not all(isinstance(part, dict) for part in (payload, props, info)):
+        raise TypeError("the message, its properties and delivery_info must be objects")
+    if isinstance(tag, bool) or not isinstance(tag, str | int | float):
+        raise TypeError(f"delivery_tag {tag!r} is not a string or a number")
+    if isinstance(tag, str):
+        tag.encode()  # a lone surrogate cannot be a Redis key
+    if not isinstance(payload.get("headers", {}), dict | None):
+        raise TypeError("headers must be an object")
     missing = [key for key in ("exchange", "routing_key") if key not in info]
-    if "delivery_tag" not in props or missing:
-        raise KeyError(", ".join(["delivery_tag"] if "delivery_tag" not in props else missing))
+    if missing:
+        raise KeyError(", ".join(missing))
     return payload  # type: ignore[no-any-return]
 
 

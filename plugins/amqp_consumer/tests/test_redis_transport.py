@@ -417,3 +417,50 @@ def test_an_ack_after_the_connection_sat_unused_checks_it_first(db: Any, name: s
         assert unacked(db, [m.delivery_tag for m in taker.got]) == [(None, False)] * 3
     finally:
         taker.close()
+
+
+def test_messages_kombu_would_refuse_are_parked_and_those_behind_them_delivered(
+    db: Any, name: str
+) -> None:
+    marker = uuid.uuid4().hex
+    null_tag = envelope_like(db, name, "null tag", delivery_tag=None)
+    odd_headers = envelope_like(db, name, "odd headers", delivery_tag=f"{marker}-h")
+    odd_headers["headers"] = [1, 2]
+    bad = [json.dumps({**m, "m": marker}).encode() for m in (null_tag, odd_headers)]
+    # A tag of bytes that are not UTF-8: cjson reads it (and the take records it).
+    raw_tag = json.dumps({**envelope_like(db, name, "raw tag"), "m": marker}).encode()
+    bad.append(raw_tag.replace(b'"delivery_tag": "', b'"delivery_tag": "\xff', 1))
+    db.lpush(name, *bad)
+    publish(name, ["good"])
+    taker = Taker(name, prefetch=10)
+    try:
+        assert taker.fetch() == 4
+        assert [m.body for m in taker.got] == [b'"good"']
+        parked = [item for item in db.lrange(UNREADABLE, 0, -1) if marker.encode() in item]
+        assert sorted(parked) == sorted(bad)
+        assert db.hlen("unacked") == db.zcard("unacked_index")  # no record left behind
+        assert not [k for k in db.hkeys("unacked") if k.startswith(b"\xff")]
+    finally:
+        taker.close()
+        for item in bad:
+            db.lrem(UNREADABLE, 0, item)
+
+
+def test_a_cold_stop_during_a_take_hands_back_what_was_not_handed_over(db: Any, name: str) -> None:
+    items = publish(name, ["a", "b", "c"])
+    taker = Taker(name, prefetch=3)
+
+    def stop_at_first(message: Any) -> None:
+        taker.got.append(message)
+        taker.channel.stop_taking()  # as the cold-shutdown path does, from the loop's turn
+
+    taker.consumer.on_message = stop_at_first
+    try:
+        assert taker.fetch() == 3
+        assert [m.body for m in taker.got] == [b'"a"']
+        assert db.lrange(name, 0, -1) == [items[2], items[1]]  # b first again, then c
+        tags = [json.loads(item)["properties"]["delivery_tag"] for item in items]
+        assert unacked(db, tags[1:]) == [(None, False)] * 2
+        assert taker.fetch() == 0  # stopped: takes no more
+    finally:
+        taker.close()
