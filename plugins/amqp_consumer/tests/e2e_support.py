@@ -194,7 +194,11 @@ def wait_for_events(service: Service, name: str, count: int, **fields: Any) -> l
         found = events(service, name, **fields)
         return found if len(found) == count else []
 
-    return wait_until(exactly, f"{count} {name} event(s) with {fields}")
+    try:
+        return wait_until(exactly, f"{count} {name} event(s) with {fields}")
+    except pytest.fail.Exception:  # say how many there were, and which
+        found = events(service, name, **fields)
+        pytest.fail(f"{len(found)} {name} event(s) with {fields} in the log, not {count}: {found}")
 
 
 def stop(service: Service, timeout: float = WAIT) -> int:
