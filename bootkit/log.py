@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import TYPE_CHECKING, Any
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger
@@ -55,7 +57,30 @@ def _apply() -> None:
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        logger_factory=_LineWriter.factory(sys.stderr),
         cache_logger_on_first_use=False,
     )
     _setup["applied"] = _setup["wanted"]
+
+
+class _LineWriter:
+    """Writes each event's line and its newline in one write. structlog's PrintLogger
+    prints them, which on Python's stderr (write-through) is two system calls: the
+    lines of processes sharing a stderr (a prefork pool's parent and children) then
+    ran together, a JSON line broken by another's."""
+
+    def __init__(self, file: TextIO) -> None:
+        self._file = file
+        self._lock = threading.Lock()
+
+    @classmethod
+    def factory(cls, file: TextIO) -> Callable[..., _LineWriter]:
+        writer = cls(file)  # one for every logger: one lock for the file
+        return lambda *args: writer
+
+    def msg(self, message: str) -> None:
+        with self._lock:
+            self._file.write(message + "\n")
+            self._file.flush()
+
+    debug = info = warning = warn = error = critical = exception = fatal = failure = log = msg
