@@ -145,9 +145,10 @@ class Settler:
         self._index = _bulk(prefix + channel.unacked_index_key)
 
     def send(self, tag: Any) -> None:
-        command = self._command(str(tag))  # str: as redis-py writes a numeric tag
+        tag = str(tag)  # as redis-py writes a numeric tag
+        command = self._command(tag)
         with self._lock:
-            self._retrying(lambda conn: self._write_locked(conn, str(tag), command))
+            self._retrying(lambda conn: self._write_locked(conn, tag, command))
 
     def settle(self) -> None:
         """Read every reply still owed: the acks written so far have been applied."""
@@ -286,9 +287,9 @@ class RedisChannel(kombu_redis.Channel):
         the loop waits with a BRPOP instead)."""
         self._fetching = True
         queues = self.active_queues
-        if not self._more or not self._takes(queues) or self._in_poll or not queues:
+        if not (self._more and queues and self._takes(queues)) or self._in_poll:
             return 0
-        if not self.qos.can_consume():
+        if not self.qos.can_consume():  # no room: kombu sends no BRPOP either
             return 0
         with self._taking:
             return 0 if self._stopped else self._take_some(queues)
@@ -296,17 +297,17 @@ class RedisChannel(kombu_redis.Channel):
     def _take_some(self, queues: Any) -> int:
         room = min(self.qos.can_consume_max_estimate() or FETCH_MAX, FETCH_MAX)
         order = self._queue_cycle.consume(len(queues))
-        prefix = self.global_keyprefix
-        dests = [queue for pri in self.priority_steps for queue in order]
-        lists = [
-            self._q_for_pri(queue, pri)  # type: ignore[no-untyped-call]
+        lists = [  # (list key, queue), in the order a BRPOP names them
+            (self._q_for_pri(queue, pri), queue)  # type: ignore[no-untyped-call]
             for pri in self.priority_steps
             for queue in order
         ]
-        keys = [prefix + key for key in (self.unacked_index_key, self.unacked_key, *lists)]
-        reply = self._script()(keys=keys, args=[room, time.time()])
+        keys = [self.unacked_index_key, self.unacked_key, *(key for key, _ in lists)]
+        reply = self._script()(
+            keys=[self.global_keyprefix + key for key in keys], args=[room, time.time()]
+        )
         taken: list[Taken] = [
-            (lists[index - 1], dests[index - 1], tag, item)
+            (*lists[index - 1], tag, item)
             for index, tag, item in zip(reply[::3], reply[1::3], reply[2::3], strict=True)
         ]
         self._more = len(taken) == room
@@ -317,16 +318,14 @@ class RedisChannel(kombu_redis.Channel):
             try:
                 self._queue_cycle.rotate(dest)
                 self._take(dest, item, tag)
-            except Exception as exc:
+            except BaseException as exc:
                 handed = self._handed(tag, item)
-                if handed or isinstance(exc, (RedisError, OSError)):
-                    # Handed over, or Redis failed: what was not handed goes back.
-                    self._put_back(taken[done + 1 :] if handed else taken[done:])
-                    raise
-                # kombu refused it before any consumer saw it: the message's fault.
-                self._unreadable(dest, item, tag, f"{type(exc).__name__}: {exc}")
-            except BaseException:
-                self._put_back(taken[done + 1 :] if self._handed(tag, item) else taken[done:])
+                refused = isinstance(exc, Exception) and not isinstance(exc, RedisError | OSError)
+                if refused and not handed:  # by kombu, before any consumer saw it
+                    self._unreadable(dest, item, tag, f"{type(exc).__name__}: {exc}")
+                    continue
+                # Handed over, Redis failed, or the loop is stopping: the rest go back.
+                self._put_back(taken[done + 1 :] if handed else taken[done:])
                 raise
         return len(taken)
 

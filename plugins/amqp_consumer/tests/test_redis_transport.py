@@ -87,6 +87,18 @@ class Taker:
         self.conn.release()
 
 
+def wait_and_drain(conn: Any) -> None:
+    """One wait of the consumer's loop on the broker's sockets, then a drain."""
+    readable, _, _ = select.select(waitables(conn) or [], [], [], SHORT)
+    drain(conn, readable, idle=not readable)
+
+
+def kill_ack_connection(db: Any) -> None:
+    """Close, from the server's side, the ack connection of the test's database."""
+    (acks,) = [c for c in db.client_list() if c["name"] == ACKS_CLIENT and c["db"] == "14"]
+    db.client_kill_filter(_id=acks["id"])
+
+
 def unacked(db: Any, tags: list[str]) -> list[Any]:
     """The unacked records of `tags` (None for a tag with none), and whether each is indexed."""
     records = db.hmget("unacked", tags)
@@ -219,8 +231,7 @@ def test_a_brpop_brings_an_unreadable_item_to_the_same_end(db: Any, name: str) -
         while not taker.got:  # the consumer's loop: take, else wait on the BRPOP and drain
             assert time.monotonic() < deadline
             if not taker.fetch():
-                readable, _, _ = select.select(waitables(taker.conn) or [], [], [], SHORT)
-                drain(taker.conn, readable, idle=not readable)
+                wait_and_drain(taker.conn)
         assert [m.body for m in taker.got] == [b'"after"']
         assert db.lrem(UNREADABLE, 0, f"garbage {marker}") == 1
     finally:
@@ -373,8 +384,7 @@ def test_a_no_ack_consumer_is_never_taken_for_so_nothing_is_recorded(db: Any, na
         deadline = time.monotonic() + TIMEOUT
         while not got:  # kombu's own BRPOP brings it
             assert time.monotonic() < deadline
-            readable, _, _ = select.select(waitables(conn) or [], [], [], SHORT)
-            drain(conn, readable, idle=not readable)
+            wait_and_drain(conn)
         assert [m.body for m in got] == [b'"x"']
         tag = json.loads(item)["properties"]["delivery_tag"]
         assert unacked(db, [tag]) == [(None, False)]
@@ -391,8 +401,7 @@ def test_acks_written_into_a_connection_the_server_closed_are_written_again(
         assert taker.fetch() == 2
         first, second = taker.got
         first.ack()
-        (acks,) = [c for c in db.client_list() if c["name"] == ACKS_CLIENT and c["db"] == "14"]
-        db.client_kill_filter(_id=acks["id"])
+        kill_ack_connection(db)
         second.ack()  # into the dead socket, or found dead: either way written again
         taker.channel.settler.settle()
         tags = [first.delivery_tag, second.delivery_tag]
@@ -410,8 +419,7 @@ def test_an_ack_after_the_connection_sat_unused_checks_it_first(db: Any, name: s
         settler.idle = 0.0  # every ack finds the connection unused "too long"
         taker.got[0].ack()  # a new connection: nothing to look at yet
         taker.got[1].ack()  # reads the first ack's replies, PINGs, then writes
-        (acks,) = [c for c in db.client_list() if c["name"] == ACKS_CLIENT and c["db"] == "14"]
-        db.client_kill_filter(_id=acks["id"])
+        kill_ack_connection(db)
         taker.got[2].ack()  # the PING finds it dead: written on a new one
         settler.settle()
         assert unacked(db, [m.delivery_tag for m in taker.got]) == [(None, False)] * 3
