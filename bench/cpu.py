@@ -4,12 +4,17 @@ while a counted window of tasks drained, and how busy the whole machine was.
 It tells a worker that is short of CPU from one that waits: at the same rate, a
 worker whose processes and broker use less CPU a task leaves more of the machine
 idle, and one that leaves it idle is held back by a hand-off, not by its code.
+The kernel's scheduler statistics (``/proc/<pid>/task/<tid>/schedstat``) add what
+the worker's threads spent runnable but waiting for a core, and the share of the
+window its busiest thread was on a core or waiting for one: a thread near 100 % is
+what the rate is bound by, however idle the machine looks.
 Linux only; elsewhere (or for a broker on another machine) the figures are absent.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,6 +67,25 @@ def cpu_ticks(pids: list[int]) -> dict[int, int]:
     return ticks
 
 
+def thread_times(pids: list[int]) -> dict[tuple[int, int], tuple[int, int]]:
+    """(nanoseconds on a core, nanoseconds runnable waiting for one) so far, of each
+    thread of `pids` still there; empty where the kernel keeps no such statistics."""
+    times = {}
+    for pid in pids:
+        try:
+            tids = [int(t) for t in os.listdir(PROC / str(pid) / "task")]
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                text = (PROC / str(pid) / "task" / str(tid) / "schedstat").read_text()
+            except OSError:
+                continue
+            running, waiting, _slices = (int(v) for v in text.split())
+            times[pid, tid] = (running, waiting)
+    return times
+
+
 def machine_ticks() -> tuple[int, int]:
     """(all, idle) clock ticks of the machine so far; idle includes waiting for I/O."""
     try:
@@ -74,11 +98,16 @@ def machine_ticks() -> tuple[int, int]:
 
 @dataclass
 class Usage:
-    """CPU microseconds a task of each party, and the machine's busy share (0-1)."""
+    """CPU microseconds a task of each party, and the machine's busy share (0-1); the
+    microseconds a task the worker's threads waited for a core, and the share of the
+    window (0-1) its busiest thread was on a core or waiting for one (None without
+    scheduler statistics)."""
 
     worker: float
     servers: dict[str, float]
     busy: float
+    waited: float | None = None
+    busiest: float | None = None
 
 
 class Window:
@@ -89,7 +118,9 @@ class Window:
         for column, name in SERVERS.items():
             self.groups[column] = named(name)
         self.begin = {column: cpu_ticks(pids) for column, pids in self.groups.items()}
+        self.threads = thread_times(self.groups["worker"])
         self.machine = machine_ticks()
+        self.started = time.perf_counter()
 
     def close(self, tasks: int) -> Usage | None:
         """Usage per task over the window, `tasks` done in it; None without /proc."""
@@ -99,8 +130,19 @@ class Window:
             # A process gone by now is left out: its ticks at the start would go negative.
             used[column] = sum(ticks - then[pid] for pid, ticks in now.items() if pid in then)
         total, idle = (now - then for now, then in zip(machine_ticks(), self.machine, strict=True))
+        elapsed = time.perf_counter() - self.started
+        threads = thread_times(self.groups["worker"])
         if tasks <= 0 or total <= 0:
             return None
         per_task = {c: 1e6 * ticks / os.sysconf("SC_CLK_TCK") / tasks for c, ticks in used.items()}
         servers = {c: per_task[c] for c in SERVERS if self.groups[c]}
-        return Usage(per_task["worker"], servers, 1 - idle / total)
+        usage = Usage(per_task["worker"], servers, 1 - idle / total)
+        spans = []  # (on a core, waiting for one) of each thread over the window, in ns
+        for key, (run, wait) in threads.items():
+            # A thread started in the window (the loop's, once boot hands over) counts whole.
+            run_before, wait_before = self.threads.get(key, (0, 0))
+            spans.append((run - run_before, wait - wait_before))
+        if spans:
+            usage.waited = sum(wait for _, wait in spans) / 1e3 / tasks
+            usage.busiest = max(run + wait for run, wait in spans) / 1e9 / elapsed
+        return usage

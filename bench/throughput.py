@@ -387,12 +387,16 @@ def report(rows: list[Variant], options: argparse.Namespace, peer: Path) -> None
         if row.peer == "celery":
             theirs = median(celery_twin(row.label))
             ours = statistics.median(rates)
-            ratio = (
-                f"{ours / theirs:.2f} x celery, {ours / best_dramatiq:.2f} x best dramatiq, "
-                f"{ours / kombu:.2f} x kombu"
-                if theirs and best_dramatiq and kombu
-                else "n/a"
-            )
+            parts = [  # against each peer that ran (--only may leave some out)
+                f"{ours / value:.2f} x {name}"
+                for name, value in (
+                    ("celery", theirs),
+                    ("best dramatiq", best_dramatiq),
+                    ("kombu", kombu),
+                )
+                if value
+            ]
+            ratio = ", ".join(parts) or "n/a"
         elif row.peer == "dramatiq":
             theirs = median(SAME_SHAPE)
             ratio = f"{statistics.median(rates) / theirs:.2f} x {SAME_SHAPE}" if theirs else "n/a"
@@ -415,7 +419,8 @@ def report(rows: list[Variant], options: argparse.Namespace, peer: Path) -> None
 
 
 def report_cpu(rows: list[Variant]) -> None:
-    """Medians of the CPU each party used a task, and how busy the machine was."""
+    """Medians of the CPU each party used a task, how busy the machine was, what the
+    worker's threads waited for a core and how busy its busiest thread was."""
     measured = [row for row in rows if row.usage]
     if not measured:
         return
@@ -423,23 +428,30 @@ def report_cpu(rows: list[Variant]) -> None:
     print()
     print("CPU a task while the counted tasks drained (from /proc; medians over the rounds).")
     print("A worker that leaves the machine idle waits on a hand-off; one that keeps it")
-    print("busy is short of CPU.")
+    print("busy is short of CPU. 'waits for a core': what the worker's threads spent a task")
+    print("runnable but not running; 'busiest thread': the share of the drain its busiest")
+    print("thread was running or runnable, near 100 % for the thread the rate is bound by.")
     print()
     print(
         "| variant | worker us/task | "
         + " | ".join(f"{name} us/task" for name in servers)
-        + " | all us/task | machine busy |"
+        + " | all us/task | machine busy | worker waits for a core us/task | busiest thread |"
     )
-    print("|---|---|" + "---|" * len(servers) + "---|---|")
+    print("|---|---|" + "---|" * len(servers) + "---|---|---|---|")
     for row in measured:
         worker = statistics.median(u.worker for u in row.usage)
         theirs = [
             statistics.median(u.servers.get(name, 0.0) for u in row.usage) for name in servers
         ]
         busy = statistics.median(u.busy for u in row.usage)
+        waited = [u.waited for u in row.usage if u.waited is not None]
+        busiest = [u.busiest for u in row.usage if u.busiest is not None]
         cells = " | ".join(f"{value:.0f}" for value in theirs)
+        wait_cell = f"{statistics.median(waited):.0f}" if waited else "n/a"
+        busiest_cell = f"{100 * statistics.median(busiest):.0f} %" if busiest else "n/a"
         print(
-            f"| {row.label} | {worker:.0f} | {cells} | {worker + sum(theirs):.0f} | {100 * busy:.0f} % |"
+            f"| {row.label} | {worker:.0f} | {cells} | {worker + sum(theirs):.0f} "
+            f"| {100 * busy:.0f} % | {wait_cell} | {busiest_cell} |"
         )
 
 
