@@ -136,13 +136,12 @@ class Window:
             return None
         per_task = {c: 1e6 * ticks / os.sysconf("SC_CLK_TCK") / tasks for c, ticks in used.items()}
         servers = {c: per_task[c] for c in SERVERS if self.groups[c]}
-        usage = Usage(per_task["worker"], servers, 1 - idle / total)
-        spans = []  # (on a core, waiting for one) of each thread over the window, in ns
+        # (on a core, waiting for one) of each thread over the window, in ns; a thread
+        # started in the window (the loop's, once boot hands over) counts whole.
+        spans = []
         for key, (run, wait) in threads.items():
-            # A thread started in the window (the loop's, once boot hands over) counts whole.
             run_before, wait_before = self.threads.get(key, (0, 0))
             spans.append((run - run_before, wait - wait_before))
-        if spans:
-            usage.waited = sum(wait for _, wait in spans) / 1e3 / tasks
-            usage.busiest = max(run + wait for run, wait in spans) / 1e9 / elapsed
-        return usage
+        waited = sum(wait for _, wait in spans) / 1e3 / tasks if spans else None
+        busiest = max(run + wait for run, wait in spans) / 1e9 / elapsed if spans else None
+        return Usage(per_task["worker"], servers, 1 - idle / total, waited, busiest)
