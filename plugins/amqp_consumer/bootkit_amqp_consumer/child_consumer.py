@@ -1,7 +1,13 @@
 """A prefork child that consumes for itself (``--prefork-intake children``): its own
 broker connection, a `TaskConsumer` with a one-slot pool, and a pipe to the parent
 (`Link`) for verdicts on redeliveries, control changes and reports. The parent's
-side is `pool_children`."""
+side is `pool_children`.
+
+The child runs each task in its loop's thread, lending the loop's turn meanwhile; once
+a task has run `HAND_BACK_AFTER` seconds, the child's `Keeper` takes the turn, stops
+consuming and requeues what the child reserved, so that no task waits behind a long
+one while another child or worker is idle. The child consumes again when the task
+ends."""
 
 from __future__ import annotations
 
@@ -11,6 +17,7 @@ import itertools
 import os
 import signal
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +33,7 @@ from bootkit_amqp_consumer.pools import Done, Runner, SoloPool, report_outcome
 from bootkit_amqp_consumer.state import Runtimes, WorkerState
 
 VERDICT_TIMEOUT = 5.0  # seconds a child waits for the parent's verdict; then it runs
+HAND_BACK_AFTER = 0.1  # seconds a task runs before its child hands back what it reserved
 
 
 class SlotPool(SoloPool):
@@ -34,10 +42,11 @@ class SlotPool(SoloPool):
 
     kind = "prefork"
 
-    def __init__(self, runner: Runner, slot: Slot, link: Link) -> None:
+    def __init__(self, runner: Runner, slot: Slot, link: Link, keeper: Keeper) -> None:
         super().__init__(runner)
         self.slot = slot
         self.link = link
+        self.keeper = keeper
         self.consumer: Any = None  # the child's TaskConsumer, for the delivery's flags
 
     def submit(self, job: Job, done: Done) -> None:
@@ -55,12 +64,78 @@ class SlotPool(SoloPool):
         self._running = job.id
         handler = signal.getsignal(signal.SIGUSR1)
         soft_limit = handler if isinstance(handler, SoftLimit) else SoftLimit()
+        consumer = self.consumer
+        self.keeper.begun(consumer)
         try:
-            outcome = run(self.runner, job, soft_limit)
+            with consumer.inbox.lent():
+                try:
+                    outcome = run(self.runner, job, soft_limit)
+                finally:
+                    self.keeper.ended()  # before the turn is back: no hand-back after it
         finally:
             self._running = None
         self.slot.end(outcome)
         report_outcome(done, outcome)
+        consumer.resume()  # if the keeper handed back: the outcome is reported first
+
+
+class Keeper:
+    """A child's thread that, once its task has run `after` seconds, takes the loop's
+    turn (lent while the task runs) and has the consumer `hand_back` what it reserved
+    and stop consuming until the task ends. Costs the task path one uncontended lock
+    at each end; wakes once per `after` while tasks run, never while the child idles."""
+
+    def __init__(self, after: float = HAND_BACK_AFTER) -> None:
+        self.after = after
+        self._cond = threading.Condition()
+        self._seq = 0
+        self._task: tuple[int, float, Any] | None = None  # seq, started, its consumer
+        self._handled = 0  # the seq of the last task handed back for
+        self._idle = False  # waiting with no deadline: `begun` must wake it
+
+    def begun(self, consumer: Any) -> None:
+        """A task starts (in the loop's thread)."""
+        with self._cond:
+            self._seq += 1
+            self._task = (self._seq, time.monotonic(), consumer)
+            if self._idle:
+                self._cond.notify()
+
+    def ended(self) -> None:
+        """The task ended (in the loop's thread, turn still lent)."""
+        with self._cond:
+            self._task = None
+
+    def run(self) -> None:
+        """The thread: wait for a task to pass `after`, then hand back (daemon)."""
+        while True:
+            with self._cond:
+                task = self._task
+                if task is None or task[0] == self._handled:
+                    self._idle = True
+                    self._cond.wait()
+                    self._idle = False
+                    continue
+                seq, started, consumer = task
+                remaining = started + self.after - time.monotonic()
+                if remaining > 0:
+                    self._cond.wait(remaining)
+                    continue
+                self._handled = seq
+            self._hand_back(consumer, seq)
+
+    def _hand_back(self, consumer: Any, seq: int) -> None:
+        if not consumer.inbox.take_turn():  # the loop has it: the task has ended
+            return
+        try:
+            with self._cond:
+                running = self._task is not None and self._task[0] == seq
+            if running:
+                consumer.hand_back()
+        except Exception as exc:  # a broken connection: the loop finds out by itself
+            logger().warning("hand_back_failed", error=f"{type(exc).__name__}: {exc}")
+        finally:
+            consumer.inbox.give_turn()
 
 
 class Link:
@@ -228,6 +303,8 @@ def child_main(conn: Connection, spec: Spec, mask: set[signal.Signals]) -> None:
     threading.Thread(target=link.read, name="bootkit-prefork-link", daemon=True).start()
     timer = Timer()
     timer.start()
+    keeper = Keeper()
+    threading.Thread(target=keeper.run, name="bootkit-prefork-keeper", daemon=True).start()
     log = logger().bind(hostname=config.hostname, pid=os.getpid())
     backoff = 0.1
     link.go.wait()
@@ -235,7 +312,7 @@ def child_main(conn: Connection, spec: Spec, mask: set[signal.Signals]) -> None:
         while not link.stopping.is_set():
             reported = set(state.done_unacked)
             try:
-                _consume(link, spec, state, timer)
+                _consume(link, spec, state, timer, keeper)
                 return  # stopped and drained
             except BrokerConnectionLostError as exc:
                 orphans = [t for t in state.done_unacked if t not in reported]
@@ -251,7 +328,7 @@ def child_main(conn: Connection, spec: Spec, mask: set[signal.Signals]) -> None:
             app.close()
 
 
-def _consume(link: Link, spec: Spec, state: WorkerState, timer: Any) -> None:
+def _consume(link: Link, spec: Spec, state: WorkerState, timer: Any, keeper: Keeper) -> None:
     from bootkit_amqp_consumer.consumer import TaskConsumer
     from bootkit_amqp_consumer.errors import BrokerConnectionLostError
     from bootkit_amqp_consumer.events import EventDispatcher
@@ -277,7 +354,7 @@ def _consume(link: Link, spec: Spec, state: WorkerState, timer: Any) -> None:
             task_events=state.task_events,
             schedule=timer.call_later,
         )
-        pool = SlotPool(spec.runner, spec.slot, link)
+        pool = SlotPool(spec.runner, spec.slot, link, keeper)
         consumer = TaskConsumer(
             app=spec.app,
             config=config,

@@ -20,7 +20,9 @@ Delivery rules:
 - a task whose process died is requeued up to ``max_redeliveries`` times, then
   rejected (dead-lettered when the queue has a dead-letter exchange);
 - warm stop: stop consuming, let running tasks finish and their acks go out;
-  messages reserved but not started stay unacknowledged and return to the queue.
+  messages reserved but not started stay unacknowledged and return to the queue;
+- `hand_back` (a prefork child busy with a long task, see child_consumer): stop
+  consuming until `resume`, and requeue what is reserved or held, for idle workers.
 """
 
 from __future__ import annotations
@@ -84,6 +86,7 @@ class TaskConsumer:
         self._stopping = threading.Event()
         self._deaf = False  # the loop waits without the broker: tell it when tasks run low
         self._draining = False
+        self._handed_back = False  # not consuming until `resume`
         self.subscription: Subscription | None = None
         self.acks: Acks = Acks(None, coalesce=False)
         self._upkeep = Upkeep(connection)
@@ -177,6 +180,35 @@ class TaskConsumer:
             with contextlib.suppress(ValueError):
                 self.state.on_cold.remove(self.subscription.restore_unacked)
         self.inbox.close()
+
+    def hand_back(self) -> int:
+        """Stop consuming until `resume`, and give every task reserved or held here
+        back to the broker (requeued, for another consumer): the pool is busy for a
+        while. By the thread holding the turn. Returns how many went back."""
+        if self.subscription is None or self._draining:
+            return 0
+        if not self._handed_back:
+            self._handed_back = True
+            self.subscription.cancel()  # what was sent meanwhile arrives in the reserve
+        back = [*self.reserved, *self.holds.take_all()]
+        self.reserved.clear()
+        total = self.state.total  # counted by the consumer that runs them
+        for delivery in back:
+            name = delivery.request.name
+            total[name] -= 1
+            if total[name] <= 0:
+                del total[name]
+            self.acks.reject(delivery.message, requeue=True)
+        if back:
+            self.log.info("tasks_handed_back", count=len(back), running=list(self.running))
+        return len(back)
+
+    def resume(self) -> None:
+        """Consume again after `hand_back`, unless the consumer is stopping."""
+        if self._handed_back and not self._stopping.is_set():
+            assert self.subscription is not None  # it handed back
+            self._handed_back = False
+            self.subscription.resume()
 
     def _begin_drain(self) -> None:
         self._draining = True

@@ -52,7 +52,17 @@ class Holds:
         self.hold(delivery, wait)
         return True
 
+    def take_all(self) -> list[Delivery]:
+        """Give up every held task (its timer still fires, and finds it gone)."""
+        taken = list(self.tasks.values())
+        self.tasks.clear()
+        for _ in taken:
+            self.qos.decrement_eventually()
+        return taken
+
     def _release(self, delivery: Delivery) -> None:
+        if self.tasks.get(delivery.request.id) is not delivery:
+            return  # taken back (`take_all`) while it waited
         self.qos.decrement_eventually()
-        self.tasks.pop(delivery.request.id, None)
+        del self.tasks[delivery.request.id]
         self.due(delivery)

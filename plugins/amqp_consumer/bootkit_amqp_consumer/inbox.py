@@ -6,8 +6,9 @@ at its inbox before it waits again (it says it waits first, then looks), so no p
 is missed and a busy loop costs its posters no system call.
 
 The turn is the right to do the loop's work: the loop holds it from `hold` to
-`let_go`, except while it waits, when another thread may `take_turn` and do that
-work itself instead of posting it and waking the loop.
+`let_go`, except while it waits or `lends` it (runs a task inline), when another
+thread may `take_turn` and do that work itself instead of posting it and waking the
+loop.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import os
 import queue
 import select
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 Callback = Callable[[], None]
@@ -70,6 +71,20 @@ class Inbox:
 
     def give_turn(self) -> None:
         self._turn.release()
+
+    @contextlib.contextmanager
+    def lent(self) -> Iterator[None]:
+        """The loop, holding the turn, does something that is not the loop's work (runs
+        a task inline): other threads may `take_turn` meanwhile. Takes it back after,
+        waiting for a thread that has it to give it back."""
+        held = self._held
+        if held:
+            self._turn.release()
+        try:
+            yield
+        finally:
+            if held:
+                self._turn.acquire()
 
     def empty(self) -> bool:
         return self._queue.empty()

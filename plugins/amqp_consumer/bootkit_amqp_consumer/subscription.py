@@ -85,8 +85,13 @@ class Subscription:
         return True
 
     def cancel(self) -> None:
-        """Stop consuming every queue; what is reserved stays unacknowledged."""
+        """Stop consuming every queue; what is reserved stays unacknowledged. Deliveries
+        the broker sent before it confirmed reach `on_message` before this returns."""
         self.consumer.cancel()
+
+    def resume(self) -> None:
+        """Consume again every queue consumed before `cancel`."""
+        self.consumer.consume()
 
     def restore_unacked(self) -> None:
         """Give unacknowledged messages back now (virtual transports such as Redis

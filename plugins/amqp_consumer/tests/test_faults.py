@@ -35,11 +35,13 @@ from e2e_support import (
     wait_for_events,
     wait_until,
 )
-from e2e_tasks import EXIT_PROCESS, WORK_LATE, Entry, read_ledger
+from e2e_tasks import EXIT_PROCESS, WORK, WORK_LATE, Entry, read_ledger
 from faults import check, completed, publish
 from tests.support import Service
 
 pytestmark = pytest.mark.reliability
+
+LONG = 4.0  # seconds the long task of K2 runs
 
 
 def rabbitmqctl(*args: str) -> None:
@@ -323,6 +325,30 @@ def test_p3_killed_pool_child_and_a_poison_task_lose_nothing_and_do_not_loop(
     wait_until(lambda: broker.depth(queue) == 0, "the poison task rejected, the queue empty")
     secrets = [line for line in worker.lines if ":guest@" in line]
     assert secrets == []  # S4: the broker password never reaches the log
+
+
+@pytest.mark.parametrize("broker", ["rabbitmq"], indirect=True)
+@pytest.mark.parametrize("pool", ["threads", "prefork", "prefork-children"])
+def test_k2_no_task_waits_behind_a_long_one_while_a_slot_is_free(
+    start_worker: StartWorker, client: App, ledger: Path, pool: str
+) -> None:
+    worker = start_worker(pool=pool)  # two slots, default prefetch (4 a slot) and acks
+    long = client.send_task(WORK, [str(ledger), "long", LONG])
+    shorts = [client.send_task(WORK, [str(ledger), f"s{i}"]) for i in range(10)]
+    sent = time.monotonic()
+    for result in shorts:
+        result.get(timeout=WAIT)
+    drained = time.monotonic() - sent
+    ledger_now = read_ledger(ledger)
+    assert not any(e.event == "done" and e.tag == "long" for e in ledger_now)
+    first = min(e.at for e in ledger_now)
+    waits = [e.at - first for e in ledger_now if e.event == "start" and e.tag != "long"]
+    print(f"\n[K2 {pool}: 1 long + 10 short] max_wait_s={max(waits):.3f} drained_s={drained:.3f}")
+    # Without fairness some of them sit behind the long task and end after it.
+    assert max(waits) < LONG / 2
+    if pool == "prefork-children":  # its child gave back what it had reserved
+        assert events(worker, "tasks_handed_back")
+    assert long.get(timeout=LONG + WAIT) == "long"
 
 
 def first_start(ledger: Path) -> list[Entry]:

@@ -14,7 +14,15 @@ from test_control_commands import ask, started
 
 from bootkit_amqp_consumer import App, TaskRevokedError, TimeLimitExceededError
 from bootkit_amqp_consumer.pool_slot import Slot
-from e2e_support import WAIT, Broker, StartWorker, start_refused, wait_for_events, wait_until
+from e2e_support import (
+    WAIT,
+    Broker,
+    StartWorker,
+    events,
+    start_refused,
+    wait_for_events,
+    wait_until,
+)
 from e2e_tasks import HARD_LIMIT, HARD_LIMITED, WORK, read_ledger
 
 
@@ -36,8 +44,8 @@ def test_the_parent_answers_for_its_children_and_revokes_in_them(
     assert list(where) == [running[0].id]
     assert where[running[0].id][0] == "active"
     assert ask(broker, node, "stats")["total"] == {WORK: 2}
-    # A busy child reads nothing more from its connection until its task ends: this
-    # one waits there, unseen by inspect, as with a solo worker.
+    # Both children are busy: each handed back what it had reserved and consumes no
+    # more until its task ends, so this one waits in the queue, unseen by inspect.
     waiting = client.send_task(WORK, [str(ledger), "b"])
 
     # Revoked in the parent, it is revoked in the children: the reserved task never
@@ -66,6 +74,32 @@ def test_a_late_ack_task_killed_for_its_time_limit_is_acked_not_run_again(
     wait_for_events(worker, "task_already_done", 1, task_id=result.id)
     wait_until(lambda: broker.depth(queue) == 0, "nothing left in the queue")
     assert [e.event for e in read_ledger(ledger)] == ["start"]
+
+
+@pytest.mark.parametrize("broker", ["rabbitmq"], indirect=True)
+def test_a_busy_child_hands_back_what_it_holds_and_reserves_to_an_idle_one(
+    start_worker: StartWorker, broker: Broker, client: App, ledger: Path, queue: str
+) -> None:
+    node = f"kids-{uuid.uuid4().hex[:8]}@host"
+    worker = start_worker("-n", node, "--control-allow", "all", pool="prefork-children")
+    long = client.send_task(WORK, [str(ledger), "long", 30.0])
+    # The children take these in turn: the one running the long task holds its ETA ones
+    # and reserves the rest only until it hands them back to the other.
+    later = [client.send_task(WORK, [str(ledger), f"eta{i}"], countdown=1.0) for i in range(4)]
+    now = [client.send_task(WORK, [str(ledger), f"now{i}"]) for i in range(4)]
+    for result in [*later, *now]:
+        result.get(timeout=WAIT)
+
+    entries = {e.tag: e for e in read_ledger(ledger) if e.event == "start"}
+    (busy,) = {e.pid for e in read_ledger(ledger) if e.tag == "long"}
+    assert all(entries[tag].pid != busy for tag in entries if tag != "long")
+    handed = sum(e["count"] for e in events(worker, "tasks_handed_back", running=[long.id]))
+    assert handed >= 1
+    assert ask(broker, node, "stats")["total"] == {WORK: 9}  # each counted once
+    ask(broker, node, "revoke", task_id=long.id, terminate=True, signal="KILL")
+    with pytest.raises(TaskRevokedError):
+        long.get(timeout=WAIT)
+    wait_until(lambda: broker.depth(queue) == 0, "nothing left in the queue")
 
 
 @pytest.mark.parametrize(
