@@ -3,11 +3,9 @@ broker connection, a `TaskConsumer` with a one-slot pool, and a pipe to the pare
 (`Link`) for verdicts on redeliveries, control changes and reports. The parent's
 side is `pool_children`.
 
-The child runs each task in its loop's thread, lending the loop's turn meanwhile; once
-a task has run `HAND_BACK_AFTER` seconds, the child's `Keeper` takes the turn, stops
-consuming and requeues what the child reserved, so that no task waits behind a long
-one while another child or worker is idle. The child consumes again when the task
-ends."""
+The child runs each task in its loop's thread, kept by a `Keeper` (see keeper): a task
+that runs long has the child hand back what it reserved to the other children and
+keep its connection alive until it ends."""
 
 from __future__ import annotations
 
@@ -17,7 +15,6 @@ import itertools
 import os
 import signal
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,14 +23,14 @@ from typing import Any
 
 from bootkit import logger
 from bootkit_amqp_consumer.app import App
-from bootkit_amqp_consumer.job import Job
+from bootkit_amqp_consumer.job import Job, Outcome
+from bootkit_amqp_consumer.keeper import Keeper
 from bootkit_amqp_consumer.options import WorkerConfig
 from bootkit_amqp_consumer.pool_slot import Slot
-from bootkit_amqp_consumer.pools import Done, Runner, SoloPool, report_outcome
+from bootkit_amqp_consumer.pools import Runner, SoloPool
 from bootkit_amqp_consumer.state import Runtimes, WorkerState
 
 VERDICT_TIMEOUT = 5.0  # seconds a child waits for the parent's verdict; then it runs
-HAND_BACK_AFTER = 0.1  # seconds a task runs before its child hands back what it reserved
 
 
 class SlotPool(SoloPool):
@@ -43,13 +40,11 @@ class SlotPool(SoloPool):
     kind = "prefork"
 
     def __init__(self, runner: Runner, slot: Slot, link: Link, keeper: Keeper) -> None:
-        super().__init__(runner)
+        super().__init__(runner, keeper)
         self.slot = slot
         self.link = link
-        self.keeper = keeper
-        self.consumer: Any = None  # the child's TaskConsumer, for the delivery's flags
 
-    def submit(self, job: Job, done: Done) -> None:
+    def execute(self, job: Job) -> Outcome:
         from bootkit_amqp_consumer.pool_child import SoftLimit, run
 
         delivery = self.consumer.running.get(job.id) if self.consumer is not None else None
@@ -61,81 +56,11 @@ class SlotPool(SoloPool):
         )
         if job.soft_time_limit is not None or job.time_limit is not None:
             self.link.send(("limits",))  # the parent's supervisor learns the deadline
-        self._running = job.id
         handler = signal.getsignal(signal.SIGUSR1)
         soft_limit = handler if isinstance(handler, SoftLimit) else SoftLimit()
-        consumer = self.consumer
-        self.keeper.begun(consumer)
-        try:
-            with consumer.inbox.lent():
-                try:
-                    outcome = run(self.runner, job, soft_limit)
-                finally:
-                    self.keeper.ended()  # before the turn is back: no hand-back after it
-        finally:
-            self._running = None
+        outcome = run(self.runner, job, soft_limit)
         self.slot.end(outcome)
-        report_outcome(done, outcome)
-        consumer.resume()  # if the keeper handed back: the outcome is reported first
-
-
-class Keeper:
-    """A child's thread that, once its task has run `after` seconds, takes the loop's
-    turn (lent while the task runs) and has the consumer `hand_back` what it reserved
-    and stop consuming until the task ends. Costs the task path one uncontended lock
-    at each end; wakes once per `after` while tasks run, never while the child idles."""
-
-    def __init__(self, after: float = HAND_BACK_AFTER) -> None:
-        self.after = after
-        self._cond = threading.Condition()
-        self._seq = 0
-        self._task: tuple[int, float, Any] | None = None  # seq, started, its consumer
-        self._handled = 0  # the seq of the last task handed back for
-        self._idle = False  # waiting with no deadline: `begun` must wake it
-
-    def begun(self, consumer: Any) -> None:
-        """A task starts (in the loop's thread)."""
-        with self._cond:
-            self._seq += 1
-            self._task = (self._seq, time.monotonic(), consumer)
-            if self._idle:
-                self._cond.notify()
-
-    def ended(self) -> None:
-        """The task ended (in the loop's thread, turn still lent)."""
-        with self._cond:
-            self._task = None
-
-    def run(self) -> None:
-        """The thread: wait for a task to pass `after`, then hand back (daemon)."""
-        while True:
-            with self._cond:
-                task = self._task
-                if task is None or task[0] == self._handled:
-                    self._idle = True
-                    self._cond.wait()
-                    self._idle = False
-                    continue
-                seq, started, consumer = task
-                remaining = started + self.after - time.monotonic()
-                if remaining > 0:
-                    self._cond.wait(remaining)
-                    continue
-                self._handled = seq
-            self._hand_back(consumer, seq)
-
-    def _hand_back(self, consumer: Any, seq: int) -> None:
-        if not consumer.inbox.take_turn():  # the loop has it: the task has ended
-            return
-        try:
-            with self._cond:
-                running = self._task is not None and self._task[0] == seq
-            if running:
-                consumer.hand_back()
-        except Exception as exc:  # a broken connection: the loop finds out by itself
-            logger().warning("hand_back_failed", error=f"{type(exc).__name__}: {exc}")
-        finally:
-            consumer.inbox.give_turn()
+        return outcome
 
 
 class Link:
@@ -304,7 +229,7 @@ def child_main(conn: Connection, spec: Spec, mask: set[signal.Signals]) -> None:
     timer = Timer()
     timer.start()
     keeper = Keeper()
-    threading.Thread(target=keeper.run, name="bootkit-prefork-keeper", daemon=True).start()
+    keeper.start()
     log = logger().bind(hostname=config.hostname, pid=os.getpid())
     backoff = 0.1
     link.go.wait()
@@ -365,7 +290,6 @@ def _consume(link: Link, spec: Spec, state: WorkerState, timer: Any, keeper: Kee
             connection=connection,
             events=events,
         )
-        pool.consumer = consumer
         consumer.verdict = link.verdict
         consumer.holds.rate_limits.share = spec.share[0]
         errors = (*connection.connection_errors, *connection.channel_errors, OSError)

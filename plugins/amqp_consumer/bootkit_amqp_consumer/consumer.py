@@ -21,8 +21,9 @@ Delivery rules:
   rejected (dead-lettered when the queue has a dead-letter exchange);
 - warm stop: stop consuming, let running tasks finish and their acks go out;
   messages reserved but not started stay unacknowledged and return to the queue;
-- `hand_back` (a prefork child busy with a long task, see child_consumer): stop
-  consuming until `resume`, and requeue what is reserved or held, for idle workers.
+- a task run inline (solo, a prefork child consuming for itself) that runs long has
+  the consumer `hand_back` what is reserved or held (requeued, for idle consumers)
+  and stop consuming until `resume`; see keeper.
 """
 
 from __future__ import annotations
@@ -46,10 +47,10 @@ from bootkit_amqp_consumer.holds import Holds
 from bootkit_amqp_consumer.inbox import Inbox
 from bootkit_amqp_consumer.job import Outcome
 from bootkit_amqp_consumer.options import WorkerConfig
-from bootkit_amqp_consumer.pools import Pool
+from bootkit_amqp_consumer.pools import Pool, SoloPool
 from bootkit_amqp_consumer.protocol import TaskRequest, decode, retry_of
 from bootkit_amqp_consumer.state import WorkerState
-from bootkit_amqp_consumer.subscription import Subscription
+from bootkit_amqp_consumer.subscription import Subscription, wanted_queues
 from bootkit_amqp_consumer.timer import Timer
 from bootkit_amqp_consumer.transport import Upkeep, drain, fetch, frame_ready, waitables
 
@@ -88,11 +89,14 @@ class TaskConsumer:
         self._draining = False
         self._handed_back = False  # not consuming until `resume`
         self.subscription: Subscription | None = None
+        self._probe: Any = None  # a channel of its own for `backlog`
         self.acks: Acks = Acks(None, coalesce=False)
         self._upkeep = Upkeep(connection)
         # False when the pool's children consume for themselves (pool_children): this
         # loop then serves remote control only.
         self.intake = not getattr(pool, "consumes", False)
+        if isinstance(pool, SoloPool):
+            pool.consumer = self  # it runs tasks in this loop's thread: see keeper
         # Asked about a redelivered task this worker does not know (set in such a
         # child): "run", "done" (ack it), "running" (elsewhere: ask again later) or
         # "reject" (lost too often).
@@ -181,13 +185,26 @@ class TaskConsumer:
                 self.state.on_cold.remove(self.subscription.restore_unacked)
         self.inbox.close()
 
+    def service(self) -> None:
+        """While the loop runs a task inline, by the thread holding the turn it lent
+        (see keeper): `hand_back` if it can, and answer the broker: heartbeats, and
+        what arrived (remote control)."""
+        if not self._handed_back:
+            self.hand_back()
+        drain(self.connection, idle=False)
+        self._upkeep()
+
     def hand_back(self) -> int:
-        """Stop consuming until `resume`, and give every task reserved or held here
-        back to the broker (requeued, for another consumer): the pool is busy for a
-        while. By the thread holding the turn. Returns how many went back."""
+        """If another consumer takes from the queues consumed here: stop consuming until
+        `resume`, and give every task reserved or held here back to the broker
+        (requeued, for that consumer), as the pool's one slot is busy for a while. A
+        lone consumer keeps them. By the thread holding the turn. Returns how many
+        went back."""
         if self.subscription is None or self._draining:
             return 0
         if not self._handed_back:
+            if not any(consumers > 1 for _, consumers in self._queue_counts()):
+                return 0  # only this consumer (the one count each) would take them
             self._handed_back = True
             self.subscription.cancel()  # what was sent meanwhile arrives in the reserve
         back = [*self.reserved, *self.holds.take_all()]
@@ -202,6 +219,26 @@ class TaskConsumer:
         if back:
             self.log.info("tasks_handed_back", count=len(back), running=list(self.running))
         return len(back)
+
+    def backlog(self) -> int:
+        """Messages ready in the queues this worker consumes, not yet sent to any
+        consumer. By the thread holding the turn."""
+        return sum(ready for ready, _ in self._queue_counts())
+
+    def _queue_counts(self) -> list[tuple[int, int]]:
+        """Messages ready and consumers, of each queue this worker consumes: a passive
+        declare of each, on a channel of its own (a queue not there is left out)."""
+        counts = []
+        for queue in wanted_queues(self.config, self.state):
+            if self._probe is None:
+                self._probe = self.connection.channel()
+            try:
+                ok = self._probe.queue_declare(queue=queue.name, passive=True)
+            except tuple(self.connection.channel_errors):
+                self._probe = None  # the broker closed the channel
+                continue
+            counts.append((ok.message_count, ok.consumer_count))
+        return counts
 
     def resume(self) -> None:
         """Consume again after `hand_back`, unless the consumer is stopping."""

@@ -44,11 +44,11 @@ OPTIONS = [
     Option("pool", "Execution pool.", short="-P", choices=POOLS, default="prefork"),
     Option(
         "prefork_intake",
-        "Who takes tasks from the broker with -P prefork: the parent, handing each to an "
-        "idle child (fair), or each child on a connection of its own (faster with short "
-        "tasks; a long task holds what its child reserved).",
-        choices=("parent", "children"),
-        default="parent",
+        "Who takes tasks from the broker with -P prefork: each child on a connection of "
+        "its own (children; AMQP brokers only), or the parent, handing each to an idle "
+        "child (parent). auto: children on an AMQP broker, else parent.",
+        choices=("auto", "parent", "children"),
+        default="auto",
     ),
     Option("hostname", "Node name (default bootkit@HOST).", short="-n", metavar="NAME"),
     Option(
@@ -159,7 +159,12 @@ class WorkerConfig:
     task_events: bool = False
     control_allow: frozenset[str] = frozenset()
     broker_heartbeat: float = 10.0
-    prefork_intake: str = "parent"  # or "children": see pool_children
+    prefork_intake: str = "parent"  # or "children" (see pool_children); "auto" resolved
+
+    @property
+    def amqp(self) -> bool:
+        """The broker is an AMQP one (RabbitMQ): a closed connection requeues."""
+        return is_amqp(self.broker)
 
     @property
     def prefetch_count(self) -> int:
@@ -188,10 +193,13 @@ class WorkerConfig:
             raise ConfigError("-P solo runs one task at a time; drop -c or use -P threads")
         if pool == "solo":
             concurrency = 1
-        intake = settings.option("prefork_intake", "parent")
+        intake = settings.option("prefork_intake", "auto")
+        amqp = is_amqp(broker)
+        if intake == "auto":
+            intake = "children" if pool == "prefork" and amqp else "parent"
         if intake == "children" and pool != "prefork":
             raise ConfigError(f"--prefork-intake children needs -P prefork, not -P {pool}")
-        if intake == "children" and broker.split("://", 1)[0] not in AMQP_SCHEMES:
+        if intake == "children" and not amqp:
             raise ConfigError(
                 "--prefork-intake children needs an AMQP broker such as RabbitMQ: on others "
                 "a child that dies keeps the tasks it reserved (until Redis's visibility "
@@ -225,6 +233,10 @@ class WorkerConfig:
             broker_heartbeat=float(settings.option("broker_heartbeat", 10.0)),
             prefork_intake=intake,
         )
+
+
+def is_amqp(url: str) -> bool:
+    return url.split("://", 1)[0] in AMQP_SCHEMES
 
 
 def control_allow(specs: tuple[str, ...]) -> frozenset[str]:

@@ -11,10 +11,13 @@ import queue
 import signal
 import threading
 from collections.abc import Callable, Collection
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from bootkit import logger
 from bootkit_amqp_consumer.job import Job, Outcome
+
+if TYPE_CHECKING:
+    from bootkit_amqp_consumer.keeper import Keeper
 
 Runner = Callable[[Job], Outcome]
 Done = Callable[[Outcome], None]
@@ -87,12 +90,15 @@ class Reporting:
 
 
 class SoloPool(Reporting):
-    """Runs each job at once in the caller's thread (the consumer's): no handoff at all."""
+    """Runs each job at once in the caller's thread (the consumer's): no handoff at all.
+    With a `keeper` (AMQP brokers), the consumer is kept while a job runs: see keeper."""
 
     kind = "solo"
 
-    def __init__(self, runner: Runner) -> None:
+    def __init__(self, runner: Runner, keeper: Keeper | None = None) -> None:
         self.runner = runner
+        self.keeper = keeper
+        self.consumer: Any = None  # the TaskConsumer that submits here (it says so)
         self._running: str | None = None
 
     @property
@@ -100,15 +106,27 @@ class SoloPool(Reporting):
         return 1
 
     def start(self) -> None:
-        pass
+        if self.keeper is not None:
+            self.keeper.start()
 
     def submit(self, job: Job, done: Done) -> None:
+        consumer = self.consumer if self.keeper is not None else None
         self._running = job.id
         try:
-            outcome = self.runner(job)
+            if consumer is None:
+                outcome = self.execute(job)
+            else:
+                assert self.keeper is not None
+                outcome = self.keeper.run(consumer, lambda: self.execute(job))
         finally:
             self._running = None
         report_outcome(done, outcome)
+        if consumer is not None:
+            consumer.resume()  # if the keeper handed back: once the outcome is reported
+
+    def execute(self, job: Job) -> Outcome:
+        """Run `job` here (the loop's thread)."""
+        return self.runner(job)
 
     def stop(self, *, wait: bool = True) -> None:
         pass

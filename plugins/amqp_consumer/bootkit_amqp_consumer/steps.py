@@ -20,6 +20,7 @@ from bootkit_amqp_consumer.app import App, load_app
 from bootkit_amqp_consumer.control import Commands
 from bootkit_amqp_consumer.errors import BrokerConnectionLostError
 from bootkit_amqp_consumer.execution import make_runner
+from bootkit_amqp_consumer.keeper import Keeper
 from bootkit_amqp_consumer.options import WorkerConfig
 from bootkit_amqp_consumer.pools import Pool, SoloPool, ThreadPool
 from bootkit_amqp_consumer.state import WorkerState
@@ -110,7 +111,7 @@ class PoolStep(Step):
         runner = make_runner(ctx.get(App))
         self.pool: Pool
         if config.pool == "solo":
-            self.pool = SoloPool(runner)
+            self.pool = SoloPool(runner, Keeper() if config.amqp else None)
         elif config.pool == "threads":
             self.pool = ThreadPool(runner, config.concurrency)
         elif config.prefork_intake == "children":

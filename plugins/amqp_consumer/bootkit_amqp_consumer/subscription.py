@@ -20,6 +20,18 @@ from bootkit_amqp_consumer.options import WorkerConfig
 from bootkit_amqp_consumer.state import WorkerState
 
 
+def wanted_queues(config: WorkerConfig, state: WorkerState) -> list[Queue]:
+    """The queues to consume: the configured ones, with those added and without those
+    cancelled by control commands."""
+    wanted = {name: (name, "direct", name) for name in config.queues}
+    wanted.update(state.added_queues)
+    return [
+        Queue(name, Exchange(exchange, kind), routing_key=key)
+        for name, (exchange, kind, key) in wanted.items()
+        if name not in state.cancelled_queues
+    ]
+
+
 class Subscription:
     """Opens a channel on `connection`, sets its prefetch count and consumes the
     configured queues (with those added and without those cancelled since)."""
@@ -36,13 +48,7 @@ class Subscription:
         self.default_queue = config.queues[0]
         self.channel = connection.channel()
         self.acks = Acks(self.channel, coalesce=connection.transport.driver_type == "amqp")
-        wanted = {name: (name, "direct", name) for name in config.queues}
-        wanted.update(state.added_queues)
-        queues = [
-            Queue(name, Exchange(exchange, kind), routing_key=key)
-            for name, (exchange, kind, key) in wanted.items()
-            if name not in state.cancelled_queues
-        ]
+        queues = wanted_queues(config, state)
         self.qos = QoS(self._set_prefetch, config.prefetch_count)
         self.qos.update()
         self.consumer = Consumer(self.channel, queues, on_message=on_message, no_ack=False)

@@ -162,9 +162,11 @@ def launch(
     name: str = "worker",
 ) -> Service:
     """Start ``bootkit start -A e2e_tasks:app`` on `queue` and wait until it is ready;
-    `pool` "prefork-children" is ``-P prefork --prefork-intake children``."""
-    if pool == "prefork-children":
-        pool, extra = "prefork", ("--prefork-intake", "children", *extra)
+    `pool` "prefork" is ``-P prefork --prefork-intake parent``, "prefork-children" is
+    ``-P prefork --prefork-intake children``."""
+    if pool in ("prefork", "prefork-children"):
+        intake = "children" if pool == "prefork-children" else "parent"
+        pool, extra = "prefork", ("--prefork-intake", intake, *extra)
     args = ["-A", "e2e_tasks:app", "-P", pool, "--broker", broker.url]
     args += ["--result-backend", RESULTS_URL, "-Q", queue]
     if pool != "solo":

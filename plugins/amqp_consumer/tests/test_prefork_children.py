@@ -7,12 +7,15 @@ from __future__ import annotations
 import struct
 import uuid
 from pathlib import Path
+from types import MappingProxyType
 
 import pytest
 from pool_support import make_job
 from test_control_commands import ask, started
 
+from bootkit import Settings
 from bootkit_amqp_consumer import App, TaskRevokedError, TimeLimitExceededError
+from bootkit_amqp_consumer.options import WorkerConfig
 from bootkit_amqp_consumer.pool_slot import Slot
 from e2e_support import (
     WAIT,
@@ -114,6 +117,23 @@ def test_children_intake_needs_prefork_and_an_amqp_broker(
     tmp_path: Path, args: list[str], error: str
 ) -> None:
     assert error in start_refused(tmp_path, "--prefork-intake", "children", *args)
+
+
+@pytest.mark.parametrize(
+    ("options", "intake"),
+    [
+        ({"broker": "amqp://guest:guest@127.0.0.1:5672//"}, "children"),
+        ({"broker": "pyamqp://127.0.0.1//", "prefork_intake": "parent"}, "parent"),
+        ({"broker": "redis://127.0.0.1:6379/0"}, "parent"),
+        ({}, "parent"),  # the embedded broker
+        ({"broker": "amqp://127.0.0.1//", "pool": "threads"}, "parent"),
+    ],
+)
+def test_the_default_intake_is_the_childrens_on_an_amqp_broker(
+    tmp_path: Path, options: dict[str, str], intake: str
+) -> None:
+    settings = Settings(state_dir=tmp_path, options=MappingProxyType(options))
+    assert WorkerConfig.from_settings(settings).prefork_intake == intake
 
 
 def test_a_slot_left_mid_write_by_a_killed_child_is_still_read() -> None:

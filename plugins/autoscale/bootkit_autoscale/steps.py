@@ -66,10 +66,6 @@ class Autoscale(Step):
         self.pool: Pool = ctx.get(Pool)  # type: ignore[type-abstract]
         if self.pool.kind == "solo":
             raise ConfigError("--autoscale needs -P threads or -P prefork; solo runs one task")
-        if getattr(self.pool, "consumes", False):
-            raise ConfigError(
-                "--autoscale scales by the tasks the parent holds; drop --prefork-intake children"
-            )
         cooldown = float(ctx.settings.option("autoscale_cooldown", DEFAULT_COOLDOWN))
         self.config = ctx.get(WorkerConfig)
         self.state = ctx.get(WorkerState)
@@ -96,6 +92,13 @@ class Autoscale(Step):
         consumer = self.state.consumer
         if consumer is None:
             return  # reconnecting
+        if not consumer.intake:
+            # The children consume for themselves, and a busy one hands back what it
+            # reserved: the tasks waiting are those the broker still has.
+            consumer.post(
+                lambda: self._scale(consumer, len(self.pool.active()), consumer.backlog())
+            )
+            return
         if consumer is not self.tuned and consumer.qos is not None:
             # Reserve for MAX, so tasks waiting for a slot show.
             extra = (self.scaler.high - self.config.concurrency) * self.config.prefetch_multiplier
@@ -104,10 +107,11 @@ class Autoscale(Step):
             elif extra < 0:
                 consumer.qos.decrement_eventually(-extra)
             self.tuned = consumer
+        self._scale(consumer, len(consumer.running), len(consumer.reserved))
+
+    def _scale(self, consumer: Any, busy: int, waiting: int) -> None:
         size = self.pool.size
-        want = self.scaler.decide(
-            size, len(consumer.running), len(consumer.reserved), time.monotonic()
-        )
+        want = self.scaler.decide(size, busy, waiting, time.monotonic())
         if want > size:
             self.pool.grow(want - size)
             consumer.refill()

@@ -37,7 +37,8 @@ def test_scaler_grows_for_waiting_tasks_and_shrinks_after_the_cooldown() -> None
 @pytest.mark.parametrize("broker", ["rabbitmq"], indirect=True)
 @pytest.mark.parametrize(
     ("pool", "burst", "seconds"),
-    [("threads", 200, 1.0), ("prefork", 24, 0.5)],  # the first: the acceptance's own figures
+    # The first: the acceptance's own figures.
+    [("threads", 200, 1.0), ("prefork", 24, 0.5), ("prefork-children", 24, 0.5)],
 )
 def test_a_burst_grows_the_pool_to_max_and_it_returns_to_min(
     start_worker: StartWorker,
