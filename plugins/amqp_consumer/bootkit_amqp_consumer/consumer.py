@@ -185,6 +185,11 @@ class TaskConsumer:
                 self.state.on_cold.remove(self.subscription.restore_unacked)
         self.inbox.close()
 
+    def raise_in_loop(self, exc: BaseException) -> None:
+        """Have the loop raise `exc` as if it had done what raised it (a thread that
+        held the turn failed: a broken connection is the loop's to handle)."""
+        self.post(functools.partial(_reraise, exc))
+
     def service(self) -> None:
         """While the loop runs a task inline, by the thread holding the turn it lent
         (see keeper): `hand_back` if it can, and answer the broker: heartbeats, and
@@ -216,6 +221,7 @@ class TaskConsumer:
             if total[name] <= 0:
                 del total[name]
             self.acks.reject(delivery.message, requeue=True)
+            self._task_event("task-rejected", uuid=delivery.request.id, requeue=True)
         if back:
             self.log.info("tasks_handed_back", count=len(back), running=list(self.running))
         return len(back)
@@ -234,8 +240,9 @@ class TaskConsumer:
                 self._probe = self.connection.channel()
             try:
                 ok = self._probe.queue_declare(queue=queue.name, passive=True)
-            except tuple(self.connection.channel_errors):
-                self._probe = None  # the broker closed the channel
+            except tuple(self.connection.channel_errors):  # not there: closed and reopened
+                if not getattr(self._probe, "is_open", False):
+                    self._probe = None
                 continue
             counts.append((ok.message_count, ok.consumer_count))
         return counts
@@ -489,8 +496,8 @@ class TaskConsumer:
             self.acks.flush()
             if self._deaf and len(self.reserved) < self.pool.size:
                 self.post(lambda: None)  # the loop reads the broker before tasks run out
-        except BaseException as exc:  # the loop raises it, as if it had run it
-            self.post(functools.partial(_reraise, exc))
+        except BaseException as exc:
+            self.raise_in_loop(exc)
         finally:
             self.inbox.give_turn()
         return True

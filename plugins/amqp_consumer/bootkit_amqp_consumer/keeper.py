@@ -93,8 +93,9 @@ class Keeper:
                 running = self._task is not None and self._task[0] == seq
             if running:
                 consumer.service()
-        except Exception as exc:  # a broken connection: the loop finds out by itself
+        except Exception as exc:  # a broken connection or channel: the loop's to handle
             logger().warning("keeper_failed", error=f"{type(exc).__name__}: {exc}")
+            consumer.raise_in_loop(exc)  # once the task has ended
             with self._cond:
                 if self._task is not None and self._task[0] == seq:
                     self._task = None  # nothing more for this task

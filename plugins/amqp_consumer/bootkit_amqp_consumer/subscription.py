@@ -51,6 +51,7 @@ class Subscription:
         queues = wanted_queues(config, state)
         self.qos = QoS(self._set_prefetch, config.prefetch_count)
         self.qos.update()
+        self.paused = False  # cancelled, until `resume`: an added queue waits for it
         self.consumer = Consumer(self.channel, queues, on_message=on_message, no_ack=False)
         self.consumer.consume()
 
@@ -79,7 +80,8 @@ class Subscription:
             return
         queue = Queue(name, Exchange(exchange, kind), routing_key=routing_key)
         self.consumer.add_queue(queue)
-        self.consumer.consume()
+        if not self.paused:
+            self.consumer.consume()
 
     def cancel_queue(self, name: str) -> bool:
         """Stop consuming `name`, now and after reconnects; False if not consumed."""
@@ -93,10 +95,12 @@ class Subscription:
     def cancel(self) -> None:
         """Stop consuming every queue; what is reserved stays unacknowledged. Deliveries
         the broker sent before it confirmed reach `on_message` before this returns."""
+        self.paused = True
         self.consumer.cancel()
 
     def resume(self) -> None:
-        """Consume again every queue consumed before `cancel`."""
+        """Consume again every queue consumed before `cancel`, and those added since."""
+        self.paused = False
         self.consumer.consume()
 
     def restore_unacked(self) -> None:

@@ -71,6 +71,7 @@ class Autoscale(Step):
         self.state = ctx.get(WorkerState)
         self.scaler = Scaler(high, low, cooldown, time.monotonic())
         self.tuned: Any = None  # the consumer whose prefetch is set for MAX
+        self.pending: Any = None  # the consumer a look was posted to (children's intake)
         self.log = logger().bind(hostname=self.config.hostname)
         if self.pool.size > low:
             self.pool.shrink(self.pool.size - low)
@@ -93,11 +94,7 @@ class Autoscale(Step):
         if consumer is None:
             return  # reconnecting
         if not consumer.intake:
-            # The children consume for themselves, and a busy one hands back what it
-            # reserved: the tasks waiting are those the broker still has.
-            consumer.post(
-                lambda: self._scale(consumer, len(self.pool.active()), consumer.backlog())
-            )
+            self._tick_children(consumer)
             return
         if consumer is not self.tuned and consumer.qos is not None:
             # Reserve for MAX, so tasks waiting for a slot show.
@@ -108,6 +105,32 @@ class Autoscale(Step):
                 consumer.qos.decrement_eventually(-extra)
             self.tuned = consumer
         self._scale(consumer, len(consumer.running), len(consumer.reserved))
+
+    def _tick_children(self, consumer: Any) -> None:
+        """The children consume for themselves: the tasks waiting are those they hold
+        (asked over their pipes, here in the timer's thread) and those still ready in
+        the broker's queues (asked in the consumer's loop, which owns the connection)."""
+        if self.pending is consumer:
+            return  # its loop has not run the last look yet: no two see one backlog
+        busy = len(self.pool.active())
+        children: Any = self.pool  # pool_children.Children
+        held = sum(len(report["reserved"]) for report in children.gather())
+
+        connection = consumer.connection
+        broken = (*connection.connection_errors, *connection.channel_errors, OSError)
+
+        def scale() -> None:
+            self.pending = None
+            try:
+                self._scale(consumer, busy, held + consumer.backlog())
+            except broken:
+                raise  # the loop's to handle: it reconnects
+            except Exception:
+                self.log.exception("autoscale_failed")
+
+        self.pending = consumer  # before the post: the loop may run it at once
+        if not consumer.post(scale):
+            self.pending = None
 
     def _scale(self, consumer: Any, busy: int, waiting: int) -> None:
         size = self.pool.size
