@@ -1,5 +1,5 @@
-"""The prefork pool's second intake (``--prefork-intake children``): children that
-consume for themselves.
+"""The prefork pool's intake on AMQP brokers (``--prefork-intake children``, what
+``auto`` picks there): children that consume for themselves.
 
 Each child opens a broker connection of its own and runs a `TaskConsumer` with a
 one-slot pool: it receives, acknowledges and runs its tasks with no hand-off through
@@ -11,9 +11,10 @@ slot of shared memory (`Slot`), which the parent reads without waking the child.
 
 A delivery the broker marks redelivered is checked with the parent before it runs
 (`Children.verdict`): another child may run it now, its child may have died running
-it (counted against ``max_redeliveries``), or it may have ended already. What this
-trades against the parent's intake (fairness, connections, what inspect sees, rate
-limits split between the children) is in the README, "Throughput".
+it (counted against ``max_redeliveries``), or it may have ended already. A child
+busy with a long task hands back what it reserved (see keeper). What this trades
+against the parent's intake (connections, what inspect sees, rate limits split
+between the children) is in the README, "Throughput".
 """
 
 from __future__ import annotations
