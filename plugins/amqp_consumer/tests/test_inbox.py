@@ -119,3 +119,32 @@ def test_the_turn_is_taken_while_the_loop_waits_and_the_loop_resumes_after(
     inbox.let_go()
     os.close(read_end)
     os.close(write_end)
+
+
+def test_a_lent_turn_is_taken_by_another_thread_and_the_loop_takes_it_back(
+    inbox: Inbox,
+) -> None:
+    inbox.hold()
+    taken, leaving = threading.Event(), threading.Event()
+    order: list[str] = []
+
+    def keeper() -> None:
+        deadline = time.monotonic() + LONG
+        while not inbox.take_turn():  # free once the loop lends it
+            assert time.monotonic() < deadline, "the turn was never lent"
+            time.sleep(0.001)
+        taken.set()
+        leaving.wait(LONG)
+        order.append("keeper gives it back")
+        inbox.give_turn()
+
+    thread = threading.Thread(target=keeper)
+    thread.start()
+    with inbox.lent():
+        assert taken.wait(LONG), "the lent turn was not taken"
+        leaving.set()
+    order.append("the loop has it")  # leaving `lent` waited for the keeper
+    thread.join(timeout=LONG)
+    assert order == ["keeper gives it back", "the loop has it"]
+    assert not inbox.take_turn(), "the loop holds the turn again"
+    inbox.let_go()
