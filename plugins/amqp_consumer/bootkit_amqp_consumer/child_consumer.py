@@ -291,6 +291,7 @@ def _consume(link: Link, spec: Spec, state: WorkerState, timer: Any, keeper: Kee
             events=events,
         )
         consumer.verdict = link.verdict
+        consumer.on_hand_back = lambda keys: link.send(("handed", keys))  # before requeueing
         consumer.holds.rate_limits.share = spec.share[0]
         errors = (*connection.connection_errors, *connection.channel_errors, OSError)
         try:
@@ -323,7 +324,13 @@ def _handle(link: Link, state: WorkerState, spec: Spec, message: tuple[Any, ...]
         return
     consumer = link.consumer
     if kind == "call":  # answered here: the loop thread may be running a task
-        _, seq, name, _args = message
+        _, seq, name, args = message
+        if name == "seen":  # did this child acknowledge, or finish, that task?
+            task_id, retries = args
+            with state.lock:
+                seen = (task_id, retries) in state.acked or task_id in state.done_unacked
+            link.send(("reply", seq, seen))
+            return
         link.send(("reply", seq, _report(consumer) if consumer is not None else None))
     elif kind == "apply":
         _, name, args = message

@@ -98,9 +98,11 @@ class TaskConsumer:
         if isinstance(pool, SoloPool):
             pool.consumer = self  # it runs tasks in this loop's thread: see keeper
         # Asked about a redelivered task this worker does not know (set in such a
-        # child): "run", "done" (ack it), "running" (elsewhere: ask again later) or
-        # "reject" (lost too often).
+        # child): "run", "done" (ack it), "running" (elsewhere: ask again later),
+        # "wait" (ask again soon) or "reject" (lost too often).
         self.verdict: Callable[[str, int], str] | None = None
+        # Told (in such a child) which tasks `hand_back` gives back, before it does.
+        self.on_hand_back: Callable[[list[tuple[str, int]]], object] | None = None
         self.log = logger().bind(hostname=config.hostname)
 
     # -- set-up, called from the step's start ------------------------------------------
@@ -214,6 +216,8 @@ class TaskConsumer:
             self.subscription.cancel()  # what was sent meanwhile arrives in the reserve
         back = [*self.reserved, *self.holds.take_all()]
         self.reserved.clear()
+        if back and self.on_hand_back is not None:
+            self.on_hand_back([(d.request.id, d.request.retries) for d in back])
         total = self.state.total  # counted by the consumer that runs them
         for delivery in back:
             name = delivery.request.name
@@ -361,8 +365,8 @@ class TaskConsumer:
         return bool(state)
 
     def _ask(self, delivery: Delivery) -> bool:
-        """A redelivery the pool's parent knows of: done, running elsewhere, lost too
-        often (see pool_children); False: run it."""
+        """A redelivery the pool's parent knows of: done, running elsewhere, being
+        asked about, lost too often (see pool_children); False: run it."""
         assert self.verdict is not None
         request = delivery.request
         verdict = self.verdict(request.id, request.retries)
@@ -372,6 +376,8 @@ class TaskConsumer:
         elif verdict == "running":
             self.log.info("task_already_running", task=request.name, task_id=request.id)
             self.timer.call_later(0.5, lambda: self.post(lambda: self._asked_again(delivery)))
+        elif verdict == "wait":  # the parent asks the other children about it
+            self.timer.call_later(0.05, lambda: self.post(lambda: self._asked_again(delivery)))
         elif verdict == "reject":
             self.log.error("task_lost_too_often", task=request.name, task_id=request.id)
             self.state.rejected["lost"] += 1

@@ -11,8 +11,10 @@ slot of shared memory (`Slot`), which the parent reads without waking the child.
 
 A delivery the broker marks redelivered is checked with the parent before it runs
 (`Children.verdict`): another child may run it now, its child may have died running
-it (counted against ``max_redeliveries``), or it may have ended already. A child
-busy with a long task hands back what it reserved (see keeper). What this trades
+it (counted against ``max_redeliveries``), or it may have ended already. Of one the
+parent knows nothing, it asks the other children whether they acknowledged it: an
+ack can go with a child's connection before that child could tell (a task a child
+hands back, busy with a long one, see keeper, it is told of first). What this trades
 against the parent's intake (connections, what inspect sees, rate limits split
 between the children) is in the README, "Throughput".
 """
@@ -91,6 +93,11 @@ class Children(Reporting):
         # By (task id, retries): a retry is a new message with the same id.
         self._done: OrderedDict[tuple[str, int], None] = OrderedDict()  # redeliveries ack
         self._seen_running: dict[tuple[str, int], None] = {}  # a redelivery waits on these
+        # Handed back by a busy child, not run: their redeliveries run at once.
+        self._handed: OrderedDict[tuple[str, int], None] = OrderedDict()
+        # Redeliveries no one knew of: the other children are asked whether they ran
+        # them (an ack may have been lost with a connection). Deadline, reply boxes.
+        self._asked: dict[tuple[str, int], tuple[float, list[tuple[int, list[Any]]]]] = {}
         self._pushed: set[str] = set()  # revoked ids the children were sent
         self._shared = self._wanted  # the pool size the children's rate shares are for
         self._last_reports: dict[int, dict[str, Any]] = {}  # by pid, the latest gathered
@@ -212,7 +219,8 @@ class Children(Reporting):
             return list(box)
 
     def verdict(self, task_id: str, retries: int, asking: _Child | None = None) -> str:
-        """What a child is to do with a redelivery of `task_id` (see the module)."""
+        """What a child is to do with a redelivery of `task_id` (see the module): run,
+        done, running (elsewhere), wait (ask again soon) or reject."""
         with self._lock:
             key = (task_id, retries)
             for child in list(self._children):
@@ -230,8 +238,51 @@ class Children(Reporting):
                 # It ran elsewhere while this redelivery waited, and has ended: whatever
                 # became of that run's ack (its connection is why the broker redelivered).
                 return "done"
+            if self._handed.pop(key, 0) is None:
+                return "run"
             lost = self.state.lost.get(task_id, 0)
-            return "reject" if lost > self.config.max_redeliveries else "run"
+            if lost > self.config.max_redeliveries:
+                return "reject"
+            return self._ask_others_locked(key, asking)
+
+    def _ask_others_locked(self, key: tuple[str, int], asking: _Child | None) -> str:
+        """A redelivery no child runs and the parent knows nothing of: its ack may have
+        gone with a child's connection, in the instant before that child could say so.
+        Ask the other children whether they acknowledged it: "wait" (the asking child
+        asks again soon) until every one answered or `CALL_TIMEOUT` passed."""
+        now = time.monotonic()
+        for stale in [k for k, (deadline, _) in self._asked.items() if deadline < now - 60]:
+            self._forget_asked_locked(stale)  # its child never asked again
+        asked = self._asked.get(key)
+        if asked is None:
+            boxes = []
+            for child in self._children:
+                if child is asking:
+                    continue
+                seq, box = next(self._calls), list[Any]()
+                self._replies[seq] = box
+                if _send(child, ("call", seq, "seen", key)):
+                    boxes.append((seq, box))
+                else:
+                    self._replies.pop(seq, None)
+            if not boxes:
+                return "run"
+            self._asked[key] = (now + CALL_TIMEOUT, boxes)
+            return "wait"
+        deadline, boxes = asked
+        if any(box and box[0] for _, box in boxes):
+            self._forget_asked_locked(key)
+            self._remember_done(*key)
+            return "done"
+        if all(box for _, box in boxes) or now > deadline:
+            self._forget_asked_locked(key)
+            return "run"
+        return "wait"
+
+    def _forget_asked_locked(self, key: tuple[str, int]) -> None:
+        _, boxes = self._asked.pop(key)
+        for seq, _ in boxes:
+            self._replies.pop(seq, None)
 
     # -- the parent's side ------------------------------------------------------------
 
@@ -330,9 +381,18 @@ class Children(Reporting):
             if self._wake_r in ready:
                 with contextlib.suppress(BlockingIOError):
                     os.read(self._wake_r, 4096)
-            for child in list(self._children):
-                if child.conn in ready:
-                    self._receive_locked(child)
+            # Every message first, then the notices before the rest: a child says it
+            # handed tasks back or lost acks before the broker can redeliver them, so
+            # a verdict asked for in the same wake-up must see what it said.
+            messages = [
+                (child, message)
+                for child in list(self._children)
+                if child.conn in ready
+                for message in _read(child)
+            ]
+            messages.sort(key=lambda item: item[1][0] not in NOTICES)
+            for child, message in messages:
+                self._handle_locked(child, message)
             for child in list(self._children):
                 if child.exit_fd in ready and child in self._children:
                     self._reap_locked(child)
@@ -379,25 +439,25 @@ class Children(Reporting):
                         self.state.processed[name] += now - before
             each.ended = ended
 
-    def _receive_locked(self, child: _Child) -> None:
-        try:
-            while child.conn.poll():
-                message = child.conn.recv()
-                kind = message[0]
-                if kind == "verdict?":
-                    _, seq, task_id, retries = message
-                    _send(child, ("verdict", seq, self.verdict(task_id, retries, child)))
-                elif kind == "reply":
-                    box = self._replies.get(message[1])
-                    if box is not None:
-                        box.append(message[2])
-                        self._replied.notify_all()
-                elif kind == "orphans":
-                    for task_id, retries in message[1]:
-                        self._remember_done(task_id, retries)
-                # "limits": a timed task started; the wait's new timeout covers it
-        except (EOFError, OSError):
-            pass  # it is exiting: its exit fd says so
+    def _handle_locked(self, child: _Child, message: tuple[Any, ...]) -> None:
+        kind = message[0]
+        if kind == "verdict?":
+            _, seq, task_id, retries = message
+            _send(child, ("verdict", seq, self.verdict(task_id, retries, child)))
+        elif kind == "reply":
+            box = self._replies.get(message[1])
+            if box is not None:
+                box.append(message[2])
+                self._replied.notify_all()
+        elif kind == "orphans":
+            for task_id, retries in message[1]:
+                self._remember_done(task_id, retries)
+        elif kind == "handed":
+            for task_id, retries in message[1]:
+                self._handed[task_id, retries] = None
+                while len(self._handed) > DONE_MAX:
+                    self._handed.popitem(last=False)
+        # "limits": a timed task started; the wait's new timeout covers it
 
     def _remember_done(self, task_id: str, retries: int) -> None:
         self._done[task_id, retries] = None
@@ -406,9 +466,8 @@ class Children(Reporting):
             self._done.popitem(last=False)
 
     def _reap_locked(self, child: _Child) -> None:
-        with contextlib.suppress(EOFError, OSError):
-            if child.conn.poll():
-                self._receive_locked(child)
+        for message in _read(child):
+            self._handle_locked(child, message)
         running = child.slot.read()
         child.process.join()
         exitcode = child.process.exitcode
@@ -490,6 +549,18 @@ class Children(Reporting):
                 backend.store_outcome(outcome)
             except Exception:
                 self.log.exception("result_store_failed", task_id=running.task_id)
+
+
+NOTICES = frozenset(("handed", "orphans"))  # what a child tells of its deliveries
+
+
+def _read(child: _Child) -> list[tuple[Any, ...]]:
+    """Every message `child` has sent so far (none once it is exiting)."""
+    messages = []
+    with contextlib.suppress(EOFError, OSError):  # it is exiting: its exit fd says so
+        while child.conn.poll():
+            messages.append(child.conn.recv())
+    return messages
 
 
 def _send(child: _Child, message: tuple[Any, ...]) -> bool:

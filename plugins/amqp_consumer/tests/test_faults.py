@@ -116,10 +116,11 @@ def test_p4_worker_killed_on_redis_its_tasks_are_back_within_the_visibility_time
 
 
 @pytest.mark.parametrize("broker", ["rabbitmq"], indirect=True)
+@pytest.mark.parametrize("pool", ["threads", "prefork-children"])
 def test_b3_connections_closed_three_times_the_worker_reconnects_and_loses_nothing(
-    start_worker: StartWorker, broker: Broker, queue: str, ledger: Path, client: App
+    start_worker: StartWorker, broker: Broker, queue: str, ledger: Path, client: App, pool: str
 ) -> None:
-    worker = start_worker("--prefetch-multiplier", "1")
+    worker = start_worker("--prefetch-multiplier", "1", pool=pool)
     tags = publish(broker, queue, ledger, 30, 0.3)
     for n in range(1, 4):
         wait_until(partial(progressed, ledger, n * 4), f"progress before cut {n}")
@@ -138,17 +139,19 @@ def test_b3_connections_closed_three_times_the_worker_reconnects_and_loses_nothi
     # The worker blueprint's timer (it holds ETA tasks) still fires after the reconnects.
     later = client.send_task(WORK_LATE, [str(ledger), "eta-after", 0.0], countdown=0.5)
     assert later.get(timeout=WAIT) == "eta-after"
-    print("\n" + report.line("B3 close_all_connections x3", reconnect_max_s=max(reconnects)))
+    row = f"B3 close_all_connections x3, {pool}"
+    print("\n" + report.line(row, reconnect_max_s=max(reconnects)))
     assert (report.lost, report.unexpected) == (0, 0)
     assert report.duplicate_completions == 0
     assert max(reconnects) < 2.0, reconnects
 
 
 @pytest.mark.parametrize("broker", ["rabbitmq"], indirect=True)
+@pytest.mark.parametrize("pool", ["threads", "prefork-children"])
 def test_b1_rabbitmq_down_ten_seconds_the_worker_recovers_and_loses_nothing(
-    start_worker: StartWorker, broker: Broker, queue: str, ledger: Path
+    start_worker: StartWorker, broker: Broker, queue: str, ledger: Path, pool: str
 ) -> None:
-    worker = start_worker("--prefetch-multiplier", "1")
+    worker = start_worker("--prefetch-multiplier", "1", pool=pool)
     tags = publish(broker, queue, ledger, 20, 0.3)
     wait_until(partial(progressed, ledger, 4), "progress before the outage")
     rabbitmqctl("stop_app")
@@ -162,7 +165,7 @@ def test_b1_rabbitmq_down_ten_seconds_the_worker_recovers_and_loses_nothing(
     recovered = time.monotonic() - back
     wait_until(lambda: completed(ledger, tags) == len(tags), "every task done", timeout=60)
     report = check(ledger, tags)
-    print("\n" + report.line("B1 RabbitMQ stop_app 10 s", recovery_s=recovered))
+    print("\n" + report.line(f"B1 RabbitMQ stop_app 10 s, {pool}", recovery_s=recovered))
     assert (report.lost, report.duplicate_completions, report.unexpected) == (0, 0, 0)
     assert recovered < 5.0
 
