@@ -325,10 +325,9 @@ def _handle(link: Link, state: WorkerState, spec: Spec, message: tuple[Any, ...]
     consumer = link.consumer
     if kind == "call":  # answered here: the loop thread may be running a task
         _, seq, name, args = message
-        if name == "seen":  # did this child acknowledge, or finish, that task?
-            task_id, retries = args
+        if name == "seen":  # did this child acknowledge that try of that task?
             with state.lock:
-                seen = (task_id, retries) in state.acked or task_id in state.done_unacked
+                seen = tuple(args) in state.acked
             link.send(("reply", seq, seen))
             return
         link.send(("reply", seq, _report(consumer) if consumer is not None else None))

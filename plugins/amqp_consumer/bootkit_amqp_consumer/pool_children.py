@@ -50,6 +50,7 @@ from bootkit_amqp_consumer.state import WorkerState
 
 CALL_TIMEOUT = 2.0  # seconds the parent waits for the children's replies to a call
 DONE_MAX = 10_000  # tasks ended by the parent (killed, terminated, orphaned), remembered
+HANDED_FOR = 60.0  # seconds a handed-back task's redelivery is taken as one
 
 
 @dataclass(eq=False)
@@ -94,7 +95,7 @@ class Children(Reporting):
         self._done: OrderedDict[tuple[str, int], None] = OrderedDict()  # redeliveries ack
         self._seen_running: dict[tuple[str, int], None] = {}  # a redelivery waits on these
         # Handed back by a busy child, not run: their redeliveries run at once.
-        self._handed: OrderedDict[tuple[str, int], None] = OrderedDict()
+        self._handed: OrderedDict[tuple[str, int], float] = OrderedDict()  # and when
         # Redeliveries no one knew of: the other children are asked whether they ran
         # them (an ack may have been lost with a connection). Deadline, reply boxes.
         self._asked: dict[tuple[str, int], tuple[float, list[tuple[int, list[Any]]]]] = {}
@@ -238,11 +239,12 @@ class Children(Reporting):
                 # It ran elsewhere while this redelivery waited, and has ended: whatever
                 # became of that run's ack (its connection is why the broker redelivered).
                 return "done"
-            if self._handed.pop(key, 0) is None:
-                return "run"
             lost = self.state.lost.get(task_id, 0)
             if lost > self.config.max_redeliveries:
                 return "reject"
+            handed = self._handed.pop(key, None)
+            if handed is not None and handed > time.monotonic() - HANDED_FOR:
+                return "run"
             return self._ask_others_locked(key, asking)
 
     def _ask_others_locked(self, key: tuple[str, int], asking: _Child | None) -> str:
@@ -381,18 +383,26 @@ class Children(Reporting):
             if self._wake_r in ready:
                 with contextlib.suppress(BlockingIOError):
                     os.read(self._wake_r, 4096)
-            # Every message first, then the notices before the rest: a child says it
-            # handed tasks back or lost acks before the broker can redeliver them, so
-            # a verdict asked for in the same wake-up must see what it said.
+            # Every message first, then the notices and replies before the verdicts: a
+            # child says it handed tasks back or lost acks before the broker can
+            # redeliver them, so whatever led to a verdict asked for now is in a pipe
+            # by then; once one is, every pipe is read once more.
             messages = [
                 (child, message)
                 for child in list(self._children)
                 if child.conn in ready
                 for message in _read(child)
             ]
-            messages.sort(key=lambda item: item[1][0] not in NOTICES)
+            if any(message[0] == "verdict?" for _, message in messages):
+                messages += [
+                    (child, message) for child in list(self._children) for message in _read(child)
+                ]
+            messages.sort(key=lambda item: ORDER.get(item[1][0], 2))
             for child, message in messages:
-                self._handle_locked(child, message)
+                try:
+                    self._handle_locked(child, message)
+                except Exception:  # the others are still handled
+                    self.log.exception("pool_message_failed", kind=message[0])
             for child in list(self._children):
                 if child.exit_fd in ready and child in self._children:
                     self._reap_locked(child)
@@ -453,10 +463,14 @@ class Children(Reporting):
             for task_id, retries in message[1]:
                 self._remember_done(task_id, retries)
         elif kind == "handed":
+            now = time.monotonic()
             for task_id, retries in message[1]:
-                self._handed[task_id, retries] = None
-                while len(self._handed) > DONE_MAX:
-                    self._handed.popitem(last=False)
+                self._handed[task_id, retries] = now
+                self._handed.move_to_end((task_id, retries))
+            while self._handed and (
+                len(self._handed) > DONE_MAX or next(iter(self._handed.values())) < now - HANDED_FOR
+            ):
+                self._handed.popitem(last=False)  # taken by another worker, or long run
         # "limits": a timed task started; the wait's new timeout covers it
 
     def _remember_done(self, task_id: str, retries: int) -> None:
@@ -551,7 +565,9 @@ class Children(Reporting):
                 self.log.exception("result_store_failed", task_id=running.task_id)
 
 
-NOTICES = frozenset(("handed", "orphans"))  # what a child tells of its deliveries
+# The order a wake-up's messages are handled in: what a child tells of its
+# deliveries, then replies, then the rest, verdicts last.
+ORDER = {"handed": 0, "orphans": 0, "reply": 1, "verdict?": 3}
 
 
 def _read(child: _Child) -> list[tuple[Any, ...]]:
