@@ -38,6 +38,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bootkit import logger
+from bootkit_amqp_consumer import losses
 from bootkit_amqp_consumer.acks import Acks
 from bootkit_amqp_consumer.app import App
 from bootkit_amqp_consumer.delivery import Delivery
@@ -50,7 +51,7 @@ from bootkit_amqp_consumer.options import WorkerConfig
 from bootkit_amqp_consumer.pools import Pool, SoloPool
 from bootkit_amqp_consumer.protocol import TaskRequest, decode, retry_of
 from bootkit_amqp_consumer.state import WorkerState
-from bootkit_amqp_consumer.subscription import Subscription, wanted_queues
+from bootkit_amqp_consumer.subscription import QueueProbe, Subscription
 from bootkit_amqp_consumer.timer import Timer
 from bootkit_amqp_consumer.transport import Upkeep, drain, fetch, frame_ready, waitables
 
@@ -87,9 +88,8 @@ class TaskConsumer:
         self._stopping = threading.Event()
         self._deaf = False  # the loop waits without the broker: tell it when tasks run low
         self._draining = False
-        self._handed_back = False  # not consuming until `resume`
         self.subscription: Subscription | None = None
-        self._probe: Any = None  # a channel of its own for `backlog`
+        self.probe = QueueProbe(connection, config, state)  # for `hand_back`, autoscale
         self.acks: Acks = Acks(None, coalesce=False)
         self._upkeep = Upkeep(connection)
         # False when the pool's children consume for themselves (pool_children): this
@@ -196,7 +196,7 @@ class TaskConsumer:
         """While the loop runs a task inline, by the thread holding the turn it lent
         (see keeper): `hand_back` if it can, and answer the broker: heartbeats, and
         what arrived (remote control)."""
-        if not self._handed_back:
+        if self.subscription is not None and not self.subscription.paused:
             self.hand_back()
         drain(self.connection, idle=False)
         self._upkeep()
@@ -209,10 +209,9 @@ class TaskConsumer:
         went back."""
         if self.subscription is None or self._draining:
             return 0
-        if not self._handed_back:
-            if not any(consumers > 1 for _, consumers in self._queue_counts()):
-                return 0  # only this consumer (the one count each) would take them
-            self._handed_back = True
+        if not self.subscription.paused:
+            if not self.probe.shared():
+                return 0  # only this consumer would take them
             self.subscription.cancel()  # what was sent meanwhile arrives in the reserve
         back = [*self.reserved, *self.holds.take_all()]
         self.reserved.clear()
@@ -230,32 +229,11 @@ class TaskConsumer:
             self.log.info("tasks_handed_back", count=len(back), running=list(self.running))
         return len(back)
 
-    def backlog(self) -> int:
-        """Messages ready in the queues this worker consumes, not yet sent to any
-        consumer. By the thread holding the turn."""
-        return sum(ready for ready, _ in self._queue_counts())
-
-    def _queue_counts(self) -> list[tuple[int, int]]:
-        """Messages ready and consumers, of each queue this worker consumes: a passive
-        declare of each, on a channel of its own (a queue not there is left out)."""
-        counts = []
-        for queue in wanted_queues(self.config, self.state):
-            if self._probe is None:
-                self._probe = self.connection.channel()
-            try:
-                ok = self._probe.queue_declare(queue=queue.name, passive=True)
-            except tuple(self.connection.channel_errors):  # not there: closed and reopened
-                if not getattr(self._probe, "is_open", False):
-                    self._probe = None
-                continue
-            counts.append((ok.message_count, ok.consumer_count))
-        return counts
-
     def resume(self) -> None:
         """Consume again after `hand_back`, unless the consumer is stopping."""
-        if self._handed_back and not self._stopping.is_set():
-            assert self.subscription is not None  # it handed back
-            self._handed_back = False
+        paused = self.subscription is not None and self.subscription.paused
+        if paused and not self._draining and not self._stopping.is_set():
+            assert self.subscription is not None
             self.subscription.resume()
 
     def _begin_drain(self) -> None:
@@ -511,13 +489,13 @@ class TaskConsumer:
     def _finished(self, delivery: Delivery, outcome: Outcome) -> None:
         request = delivery.request
         self.running.pop(request.id, None)
-        fields = {"task": request.name, "task_id": request.id, "runtime": round(outcome.runtime, 6)}
-        terminated = outcome.lost and self.state.is_revoked(request.id)
-        if terminated:
-            self._terminated(delivery)  # its event is task-revoked
-        elif outcome.lost:
+        self.state.runtimes.observe(outcome.runtime)
+        if outcome.lost:
             self._lost(delivery, outcome)
-        elif outcome.state == "RETRY":
+            self._dispatch()
+            return
+        fields = {"task": request.name, "task_id": request.id, "runtime": round(outcome.runtime, 6)}
+        if outcome.state == "RETRY":
             self._retry(delivery, outcome)
             self.log.info("task_retried", countdown=outcome.countdown, **fields)
         elif outcome.state == "SUCCESS":
@@ -526,48 +504,42 @@ class TaskConsumer:
             self.log.warning(
                 "task_failed", exc_type=outcome.exc_type, exc=outcome.exc_message, **fields
             )
-        if not terminated and self.events is not None and self.events.task_events:
+        if self.events is not None and self.events.task_events:
             self.events.task_ended(request.id, outcome)
-        if delivery.acks_late and not outcome.lost and not delivery.acked:
+        if delivery.acks_late and not delivery.acked:
             self._ack(delivery)
         self.state.processed[outcome.state.lower()] += 1
-        self.state.runtimes.observe(outcome.runtime)
         self._dispatch()
 
-    def _terminated(self, delivery: Delivery) -> None:
-        """A revoked task killed where it ran: recorded as revoked, never requeued."""
-        request = delivery.request
-        if delivery.acks_late:
-            self._ack(delivery)
-        self.log.info("task_terminated", task=request.name, task_id=request.id)
-        self._task_event(
-            "task-revoked", uuid=request.id, terminated=True, signum=None, expired=False
-        )
-        if (backend := self._backend_for(request)) is not None:
-            backend.store_state(request.id, "REVOKED", reason="terminated")
-
     def _lost(self, delivery: Delivery, outcome: Outcome) -> None:
+        """Its process died: terminated, if it was revoked (never requeued); else lost,
+        requeued or rejected when acked late (see losses)."""
         request = delivery.request
-        with self.state.lock:
-            self.state.lost[request.id] += 1
-            times = self.state.lost[request.id]
-        give_up = times > self.config.max_redeliveries
-        self.log.error(
-            "task_lost",
-            task=request.name,
-            task_id=request.id,
-            error=outcome.exc_message,
-            times=times,
-            requeued=delivery.acks_late and not give_up,
-        )
-        if delivery.acks_late and not give_up:
-            self.acks.reject(delivery.message, requeue=True)
+        backend = self._backend_for(request)
+        if self.state.is_revoked(request.id):
+            if delivery.acks_late:
+                self._ack(delivery)
+            losses.terminated(
+                request.id,
+                request.name,
+                state=self.state,
+                events=self.events,
+                backend=backend,
+                log=self.log,
+            )
             return
+        requeue = losses.lost(
+            outcome,
+            request.name,
+            acks_late=delivery.acks_late,
+            max_redeliveries=self.config.max_redeliveries,
+            state=self.state,
+            events=self.events,
+            backend=backend,
+            log=self.log,
+        )
         if delivery.acks_late:
-            self.acks.reject(delivery.message, requeue=False)
-        # Given up, or acked before it ran (at most once, as documented): the loss is the result.
-        if (backend := self._backend_for(request)) is not None:
-            backend.store_outcome(outcome)
+            self.acks.reject(delivery.message, requeue=requeue)
 
     def _retry(self, delivery: Delivery, outcome: Outcome) -> None:
         request = delivery.request

@@ -11,10 +11,8 @@ slot of shared memory (`Slot`), which the parent reads without waking the child.
 
 A delivery the broker marks redelivered is checked with the parent before it runs
 (`Children.verdict`): another child may run it now, its child may have died running
-it (counted against ``max_redeliveries``), or it may have ended already. Of one the
-parent knows nothing, it asks the other children whether they acknowledged it: an
-ack can go with a child's connection before that child could tell (a task a child
-hands back, busy with a long one, see keeper, it is told of first). What this trades
+it (counted against ``max_redeliveries``), or it may have ended already; of one the
+parent knows nothing, the other children are asked (see pool_redeliveries). What this trades
 against the parent's intake (connections, what inspect sees, rate limits split
 between the children) is in the README, "Throughput".
 """
@@ -23,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import itertools
 import multiprocessing
 import os
 import signal
@@ -36,21 +33,18 @@ from multiprocessing.context import ForkProcess
 from typing import Any
 
 from bootkit import logger
+from bootkit_amqp_consumer import losses
 from bootkit_amqp_consumer.app import App
 from bootkit_amqp_consumer.child_consumer import Spec, add_counts, child_main, empty_report, preload
-from bootkit_amqp_consumer.errors import (
-    WorkerError,
-)
+from bootkit_amqp_consumer.errors import WorkerError
 from bootkit_amqp_consumer.forked import describe, died, exit_fd, send_signal
 from bootkit_amqp_consumer.job import Job
 from bootkit_amqp_consumer.options import WorkerConfig
+from bootkit_amqp_consumer.pool_calls import Call, Calls
+from bootkit_amqp_consumer.pool_redeliveries import CALL_TIMEOUT, Redeliveries
 from bootkit_amqp_consumer.pool_slot import COUNTED, Running, Slot, task_key
 from bootkit_amqp_consumer.pools import Done, Reporting, Runner
 from bootkit_amqp_consumer.state import WorkerState
-
-CALL_TIMEOUT = 2.0  # seconds the parent waits for the children's replies to a call
-DONE_MAX = 10_000  # tasks ended by the parent (killed, terminated, orphaned), remembered
-HANDED_FOR = 60.0  # seconds a handed-back task's redelivery is taken as one
 
 
 @dataclass(eq=False)
@@ -88,17 +82,8 @@ class Children(Reporting):
         self._closing = False
         self._respawn_at: float | None = None  # a fork failed: try again then
         self._going = False  # told the children to consume
-        self._calls = itertools.count(1)
-        self._replies: dict[int, list[Any]] = {}
-        self._replied = threading.Condition(self._lock)
-        # By (task id, retries): a retry is a new message with the same id.
-        self._done: OrderedDict[tuple[str, int], None] = OrderedDict()  # redeliveries ack
-        self._seen_running: dict[tuple[str, int], None] = {}  # a redelivery waits on these
-        # Handed back by a busy child, not run: their redeliveries run at once.
-        self._handed: OrderedDict[tuple[str, int], float] = OrderedDict()  # and when
-        # Redeliveries no one knew of: the other children are asked whether they ran
-        # them (an ack may have been lost with a connection). Deadline, reply boxes.
-        self._asked: dict[tuple[str, int], tuple[float, list[tuple[int, list[Any]]]]] = {}
+        self._calls = Calls(self._lock)
+        self._redeliveries = Redeliveries(self._calls.end)
         self._pushed: set[str] = set()  # revoked ids the children were sent
         self._shared = self._wanted  # the pool size the children's rate shares are for
         self._last_reports: dict[int, dict[str, Any]] = {}  # by pid, the latest gathered
@@ -211,13 +196,8 @@ class Children(Reporting):
 
     def call(self, name: str, *args: Any, timeout: float = CALL_TIMEOUT) -> list[Any]:
         with self._lock:
-            seq = next(self._calls)
-            box: list[Any] = []
-            self._replies[seq] = box
-            asked = [c for c in self._children if _send(c, ("call", seq, name, args))]
-            self._replied.wait_for(lambda: len(box) >= len(asked), timeout)
-            self._replies.pop(seq, None)
-            return list(box)
+            call = self._calls.start([c.conn for c in self._children], name, *args)
+            return self._calls.wait(call, timeout)
 
     def verdict(self, task_id: str, retries: int, asking: _Child | None = None) -> str:
         """What a child is to do with a redelivery of `task_id` (see the module): run,
@@ -231,60 +211,17 @@ class Children(Reporting):
                 if wait([child.exit_fd], 0):  # its connection died with it: reap it first
                     self._reap_locked(child)
                 else:
-                    self._seen_running[key] = None
+                    self._redeliveries.running(key)
                     return "running"
-            if key in self._done or (task_id, -1) in self._done:
-                return "done"
-            if self._seen_running.pop(key, 0) is None:
-                # It ran elsewhere while this redelivery waited, and has ended: whatever
-                # became of that run's ack (its connection is why the broker redelivered).
-                return "done"
-            lost = self.state.lost.get(task_id, 0)
-            if lost > self.config.max_redeliveries:
-                return "reject"
-            handed = self._handed.pop(key, None)
-            if handed is not None and handed > time.monotonic() - HANDED_FOR:
-                return "run"
-            return self._ask_others_locked(key, asking)
+            given_up = self.state.lost.get(task_id, 0) > self.config.max_redeliveries
+            return self._redeliveries.verdict(
+                key, given_up=given_up, ask=lambda: self._ask_seen_locked(key, asking)
+            )
 
-    def _ask_others_locked(self, key: tuple[str, int], asking: _Child | None) -> str:
-        """A redelivery no child runs and the parent knows nothing of: its ack may have
-        gone with a child's connection, in the instant before that child could say so.
-        Ask the other children whether they acknowledged it: "wait" (the asking child
-        asks again soon) until every one answered or `CALL_TIMEOUT` passed."""
-        now = time.monotonic()
-        for stale in [k for k, (deadline, _) in self._asked.items() if deadline < now - 60]:
-            self._forget_asked_locked(stale)  # its child never asked again
-        asked = self._asked.get(key)
-        if asked is None:
-            boxes = []
-            for child in self._children:
-                if child is asking:
-                    continue
-                seq, box = next(self._calls), list[Any]()
-                self._replies[seq] = box
-                if _send(child, ("call", seq, "seen", key)):
-                    boxes.append((seq, box))
-                else:
-                    self._replies.pop(seq, None)
-            if not boxes:
-                return "run"
-            self._asked[key] = (now + CALL_TIMEOUT, boxes)
-            return "wait"
-        deadline, boxes = asked
-        if any(box and box[0] for _, box in boxes):
-            self._forget_asked_locked(key)
-            self._remember_done(*key)
-            return "done"
-        if all(box for _, box in boxes) or now > deadline:
-            self._forget_asked_locked(key)
-            return "run"
-        return "wait"
-
-    def _forget_asked_locked(self, key: tuple[str, int]) -> None:
-        _, boxes = self._asked.pop(key)
-        for seq, _ in boxes:
-            self._replies.pop(seq, None)
+    def _ask_seen_locked(self, key: tuple[str, int], asking: _Child | None) -> Call:
+        """Ask every child but `asking` whether it acknowledged `key` (see `verdict`)."""
+        others = [c.conn for c in self._children if c is not asking]
+        return self._calls.start(others, "seen", *key)
 
     # -- the parent's side ------------------------------------------------------------
 
@@ -455,29 +392,13 @@ class Children(Reporting):
             _, seq, task_id, retries = message
             _send(child, ("verdict", seq, self.verdict(task_id, retries, child)))
         elif kind == "reply":
-            box = self._replies.get(message[1])
-            if box is not None:
-                box.append(message[2])
-                self._replied.notify_all()
+            self._calls.reply(message[1], message[2])
         elif kind == "orphans":
             for task_id, retries in message[1]:
-                self._remember_done(task_id, retries)
+                self._redeliveries.ended(task_id, retries)
         elif kind == "handed":
-            now = time.monotonic()
-            for task_id, retries in message[1]:
-                self._handed[task_id, retries] = now
-                self._handed.move_to_end((task_id, retries))
-            while self._handed and (
-                len(self._handed) > DONE_MAX or next(iter(self._handed.values())) < now - HANDED_FOR
-            ):
-                self._handed.popitem(last=False)  # taken by another worker, or long run
+            self._redeliveries.handed([(task_id, retries) for task_id, retries in message[1]])
         # "limits": a timed task started; the wait's new timeout covers it
-
-    def _remember_done(self, task_id: str, retries: int) -> None:
-        self._done[task_id, retries] = None
-        self._done.move_to_end((task_id, retries))
-        while len(self._done) > DONE_MAX:
-            self._done.popitem(last=False)
 
     def _reap_locked(self, child: _Child) -> None:
         for message in _read(child):
@@ -495,7 +416,7 @@ class Children(Reporting):
         child.process.close()
         child.slot.close()
         if running.task_id:
-            self._seen_running.pop((running.task_id, running.retries), None)  # not to the end
+            self._redeliveries.died((running.task_id, running.retries))
             self._lost(child, running, describe(exitcode))
         elif not child.retiring and not self._closing:
             self.log.warning("pool_child_exited", pid=child.pid, exit=describe(exitcode))
@@ -508,22 +429,15 @@ class Children(Reporting):
         events = consumer.events if consumer is not None else None
         backend = None if running.ignore_result else self.app.backend
         if killed_for == "terminated" and self.state.is_revoked(running.task_id):
-            self._remember_done(running.task_id, running.retries)
-            self.state.processed["revoked"] += 1
-            self.log.info("task_terminated", task=running.name, task_id=running.task_id)
-            if events is not None and events.task_events:
-                events.send(
-                    "task-revoked",
-                    uuid=running.task_id,
-                    terminated=True,
-                    signum=None,
-                    expired=False,
-                )
-            if backend is not None:
-                try:
-                    backend.store_state(running.task_id, "REVOKED", reason="terminated")
-                except Exception:
-                    self.log.exception("result_store_failed", task_id=running.task_id)
+            self._redeliveries.ended(running.task_id, running.retries)
+            losses.terminated(
+                running.task_id,
+                running.name,
+                state=self.state,
+                events=events,
+                backend=backend,
+                log=self.log,
+            )
             return
         limit = None if running.hard_at is None else running.hard_at - running.started
         outcome = died(
@@ -535,34 +449,22 @@ class Children(Reporting):
             runtime=time.monotonic() - running.started,
             how=how,
         )
-        lost, message = outcome.lost, outcome.exc_message
-        self.log.warning("pool_child_lost", job_id=running.task_id, why=message)
-        store = True
-        if lost:
-            with self.state.lock:
-                self.state.lost[running.task_id] += 1
-                times = self.state.lost[running.task_id]
-            give_up = times > self.config.max_redeliveries
-            requeued = running.acks_late and not give_up
-            self.log.error(
-                "task_lost",
-                task=running.name,
-                task_id=running.task_id,
-                error=message,
-                times=times,
-                requeued=requeued,
+        self.log.warning("pool_child_lost", job_id=running.task_id, why=outcome.exc_message)
+        if outcome.lost:
+            losses.lost(
+                outcome,
+                running.name,
+                acks_late=running.acks_late,
+                max_redeliveries=self.config.max_redeliveries,
+                state=self.state,
+                events=events,
+                backend=backend,
+                log=self.log,
             )
-            store = not requeued  # a requeued task's outcome is its next run's
-        else:
-            self._remember_done(running.task_id, running.retries)  # its redelivery: acked
-        self.state.processed["failure"] += 1
-        if store and events is not None and events.task_events:
-            events.task_ended(running.task_id, outcome)
-        if store and backend is not None:
-            try:
-                backend.store_outcome(outcome)
-            except Exception:
-                self.log.exception("result_store_failed", task_id=running.task_id)
+        else:  # killed for its time limit: a failure, its redelivery acked
+            self._redeliveries.ended(running.task_id, running.retries)
+            self.state.processed["failure"] += 1
+            losses.failed(outcome, events=events, backend=backend, log=self.log)
 
 
 # The order a wake-up's messages are handled in: what a child tells of its

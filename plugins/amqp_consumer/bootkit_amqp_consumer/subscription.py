@@ -32,6 +32,38 @@ def wanted_queues(config: WorkerConfig, state: WorkerState) -> list[Queue]:
     ]
 
 
+class QueueProbe:
+    """Passive declares of the queues a worker consumes, on a channel of its own
+    (opened at the first look). By the thread holding the consumer loop's turn."""
+
+    def __init__(self, connection: Any, config: WorkerConfig, state: WorkerState) -> None:
+        self.connection, self.config, self.state = connection, config, state
+        self._channel: Any = None
+
+    def counts(self) -> list[tuple[int, int]]:
+        """Messages ready and consumers, of each queue (one not there is left out)."""
+        counts = []
+        for queue in wanted_queues(self.config, self.state):
+            if self._channel is None:
+                self._channel = self.connection.channel()
+            try:
+                ok = self._channel.queue_declare(queue=queue.name, passive=True)
+            except tuple(self.connection.channel_errors):  # not there: closed and reopened
+                if not getattr(self._channel, "is_open", False):
+                    self._channel = None
+                continue
+            counts.append((ok.message_count, ok.consumer_count))
+        return counts
+
+    def backlog(self) -> int:
+        """Messages ready in the queues, not yet sent to any consumer."""
+        return sum(ready for ready, _ in self.counts())
+
+    def shared(self) -> bool:
+        """Whether another consumer takes from any of the queues (each counts this one)."""
+        return any(consumers > 1 for _, consumers in self.counts())
+
+
 class Subscription:
     """Opens a channel on `connection`, sets its prefetch count and consumes the
     configured queues (with those added and without those cancelled since)."""

@@ -122,7 +122,7 @@ class Autoscale(Step):
         def scale() -> None:
             self.pending = None
             try:
-                self._scale(consumer, busy, held + consumer.backlog())
+                self._scale(consumer, busy, held + consumer.probe.backlog())
             except broken:
                 raise  # the loop's to handle: it reconnects
             except Exception:

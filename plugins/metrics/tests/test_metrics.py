@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import socket
 import urllib.request
+import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bootkit_amqp_consumer import App
-from e2e_support import WAIT, StartWorker, wait_until
-from e2e_tasks import ADD, FAIL
+from bootkit_amqp_consumer import App, TaskRevokedError
+from bootkit_amqp_consumer.pidbox import call
+from e2e_support import WAIT, Broker, StartWorker, wait_until
+from e2e_tasks import ADD, FAIL, WORK, read_ledger
 
 
 def free_port() -> int:
@@ -63,3 +66,31 @@ def test_scraped_counts_match_the_tasks_run(start_worker: StartWorker, client: A
     assert samples[("bootkit_step_state", running)] == 1
     boot = (("blueprint", "worker"), ("phase", "start"), ("step", "amqp.consumer"))
     assert samples[("bootkit_step_seconds", boot)] > 0
+
+
+@pytest.mark.parametrize("broker", ["rabbitmq"], indirect=True)
+@pytest.mark.parametrize("pool", ["prefork", "prefork-children"])
+def test_a_terminated_task_counts_as_revoked_not_failed(
+    start_worker: StartWorker, broker: Broker, client: App, ledger: Path, pool: str
+) -> None:
+    port, node = free_port(), f"m-{uuid.uuid4().hex[:8]}@host"
+    start_worker(
+        "-n", node, "--control-allow", "all", "--metrics-port", str(port), pool=pool, concurrency=1
+    )
+    victim = client.send_task(WORK, [str(ledger), "victim", 30.0])
+    wait_until(
+        lambda: any(e.event == "start" and e.tag == "victim" for e in read_ledger(ledger)),
+        "the victim started",
+    )
+    arguments = {"task_id": victim.id, "terminate": True, "signal": "SIGKILL"}
+    with broker.connection() as connection:
+        call(connection, "revoke", arguments, destination=[node], timeout=WAIT)
+    with pytest.raises(TaskRevokedError):
+        victim.get(timeout=WAIT)
+
+    def counted() -> dict[Any, float]:
+        samples = scrape(port)
+        return samples if samples[("bootkit_tasks_revoked_total", ())] == 1 else {}
+
+    samples = wait_until(counted, "the terminated task in the metrics")
+    assert samples[("bootkit_tasks_failed_total", ())] == 0
