@@ -23,6 +23,8 @@ from typing import Any
 
 from bootkit import logger
 from bootkit_amqp_consumer.app import App
+from bootkit_amqp_consumer.consumer import TaskConsumer
+from bootkit_amqp_consumer.delivery import Delivery
 from bootkit_amqp_consumer.job import Job, Outcome
 from bootkit_amqp_consumer.keeper import Keeper
 from bootkit_amqp_consumer.options import WorkerConfig
@@ -61,6 +63,42 @@ class SlotPool(SoloPool):
         outcome = run(self.runner, job, soft_limit)
         self.slot.end(outcome)
         return outcome
+
+
+class ChildConsumer(TaskConsumer):
+    """A child's consumer: it asks the parent about a redelivery it does not know (the
+    parent knows what every child ran or acknowledged, see pool_children), and names
+    to the parent what it hands back before it does."""
+
+    def __init__(self, link: Link, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.link = link
+
+    def redelivered_unknown(self, delivery: Delivery) -> bool:
+        request = delivery.request
+        verdict = self.link.verdict(request.id, request.retries)
+        if verdict == "done":
+            self._already_done(delivery)
+        elif verdict == "running":  # in another child: ask again later
+            self.log.info("task_already_running", task=request.name, task_id=request.id)
+            self._ask_again(delivery, 0.5)
+        elif verdict == "wait":  # the parent asks the other children about it
+            self._ask_again(delivery, 0.05)
+        elif verdict == "reject":
+            self.log.error("task_lost_too_often", task=request.name, task_id=request.id)
+            self.state.rejected["lost"] += 1
+            self.acks.reject(delivery.message, requeue=False)
+        return verdict != "run"
+
+    def _ask_again(self, delivery: Delivery, delay: float) -> None:
+        def again() -> None:
+            if not self._draining and not self.redelivered_unknown(delivery):
+                self._accept(delivery)
+
+        self.timer.call_later(delay, lambda: self.post(again))
+
+    def handing_back(self, deliveries: list[Delivery]) -> None:
+        self.link.send(("handed", [(d.request.id, d.request.retries) for d in deliveries]))
 
 
 class Link:
@@ -175,7 +213,6 @@ def preload(config: WorkerConfig) -> None:
     every module it needs is imported: a module another thread of the parent is in the
     middle of importing would hold its lock in the child for ever. Waits for such an
     import to end."""
-    import bootkit_amqp_consumer.consumer
     import bootkit_amqp_consumer.pool_child
     import bootkit_amqp_consumer.timer  # noqa: F401
     from bootkit_amqp_consumer.backends import open_backend
@@ -254,7 +291,6 @@ def child_main(conn: Connection, spec: Spec, mask: set[signal.Signals]) -> None:
 
 
 def _consume(link: Link, spec: Spec, state: WorkerState, timer: Any, keeper: Keeper) -> None:
-    from bootkit_amqp_consumer.consumer import TaskConsumer
     from bootkit_amqp_consumer.errors import BrokerConnectionLostError
     from bootkit_amqp_consumer.events import EventDispatcher
     from bootkit_amqp_consumer.transport import WorkerConnection
@@ -280,7 +316,8 @@ def _consume(link: Link, spec: Spec, state: WorkerState, timer: Any, keeper: Kee
             schedule=timer.call_later,
         )
         pool = SlotPool(spec.runner, spec.slot, link, keeper)
-        consumer = TaskConsumer(
+        consumer = ChildConsumer(
+            link,
             app=spec.app,
             config=config,
             pool=pool,
@@ -290,8 +327,6 @@ def _consume(link: Link, spec: Spec, state: WorkerState, timer: Any, keeper: Kee
             connection=connection,
             events=events,
         )
-        consumer.verdict = link.verdict
-        consumer.on_hand_back = lambda keys: link.send(("handed", keys))  # before requeueing
         consumer.holds.rate_limits.share = spec.share[0]
         errors = (*connection.connection_errors, *connection.channel_errors, OSError)
         try:

@@ -32,24 +32,24 @@ import contextlib
 import functools
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from bootkit import logger
-from bootkit_amqp_consumer import losses
 from bootkit_amqp_consumer.acks import Acks
 from bootkit_amqp_consumer.app import App
-from bootkit_amqp_consumer.delivery import Delivery
+from bootkit_amqp_consumer.delivery import Delivery, receive
 from bootkit_amqp_consumer.errors import BadMessageError, BrokerConnectionLostError
 from bootkit_amqp_consumer.events import EventDispatcher
 from bootkit_amqp_consumer.holds import Holds
 from bootkit_amqp_consumer.inbox import Inbox
 from bootkit_amqp_consumer.job import Outcome
+from bootkit_amqp_consumer.losses import Losses
 from bootkit_amqp_consumer.options import WorkerConfig
 from bootkit_amqp_consumer.pools import Pool, SoloPool
-from bootkit_amqp_consumer.protocol import TaskRequest, decode, retry_of
+from bootkit_amqp_consumer.protocol import TaskRequest, retry_of
 from bootkit_amqp_consumer.state import WorkerState
 from bootkit_amqp_consumer.subscription import QueueProbe, Subscription
 from bootkit_amqp_consumer.timer import Timer
@@ -97,13 +97,8 @@ class TaskConsumer:
         self.intake = not getattr(pool, "consumes", False)
         if isinstance(pool, SoloPool):
             pool.consumer = self  # it runs tasks in this loop's thread: see keeper
-        # Asked about a redelivered task this worker does not know (set in such a
-        # child): "run", "done" (ack it), "running" (elsewhere: ask again later),
-        # "wait" (ask again soon) or "reject" (lost too often).
-        self.verdict: Callable[[str, int], str] | None = None
-        # Told (in such a child) which tasks `hand_back` gives back, before it does.
-        self.on_hand_back: Callable[[list[tuple[str, int]]], object] | None = None
         self.log = logger().bind(hostname=config.hostname)
+        self.losses = Losses(state, events, self.log)
 
     # -- set-up, called from the step's start ------------------------------------------
 
@@ -134,11 +129,7 @@ class TaskConsumer:
         Raises:
             BrokerConnectionLostError: the connection failed; nothing was acked twice.
         """
-        errors = (
-            *self.connection.connection_errors,
-            *self.connection.channel_errors,
-            OSError,
-        )
+        errors = (*self.connection.connection_errors, *self.connection.channel_errors, OSError)
         self.inbox.hold()
         try:
             while True:
@@ -196,45 +187,39 @@ class TaskConsumer:
         """While the loop runs a task inline, by the thread holding the turn it lent
         (see keeper): `hand_back` if it can, and answer the broker: heartbeats, and
         what arrived (remote control)."""
-        if self.subscription is not None and not self.subscription.paused:
-            self.hand_back()
+        self.hand_back()
         drain(self.connection, idle=False)
         self._upkeep()
 
     def hand_back(self) -> int:
-        """If another consumer takes from the queues consumed here: stop consuming until
-        `resume`, and give every task reserved or held here back to the broker
-        (requeued, for that consumer), as the pool's one slot is busy for a while. A
-        lone consumer keeps them. By the thread holding the turn. Returns how many
-        went back."""
-        if self.subscription is None or self._draining:
+        """If this consumer consumes and another one takes from the same queues: stop
+        consuming until `resume`, and give every task reserved or held here back to
+        the broker (requeued, for that consumer), as the pool's one slot is busy for a
+        while. A lone consumer keeps them. By the thread holding the turn. Returns how
+        many went back."""
+        subscription = self.subscription
+        if subscription is None or subscription.paused or self._draining:
             return 0
-        if not self.subscription.paused:
-            if not self.probe.shared():
-                return 0  # only this consumer would take them
-            self.subscription.cancel()  # what was sent meanwhile arrives in the reserve
+        if not self.probe.shared():
+            return 0  # only this consumer would take them
+        subscription.cancel()  # what was sent meanwhile stays reserved until `resume`
         back = [*self.reserved, *self.holds.take_all()]
         self.reserved.clear()
-        if back and self.on_hand_back is not None:
-            self.on_hand_back([(d.request.id, d.request.retries) for d in back])
-        total = self.state.total  # counted by the consumer that runs them
+        if not back:
+            return 0
+        self.handing_back(back)
+        self.state.total -= Counter(d.request.name for d in back)  # counted where they run
         for delivery in back:
-            name = delivery.request.name
-            total[name] -= 1
-            if total[name] <= 0:
-                del total[name]
             self.acks.reject(delivery.message, requeue=True)
             self._task_event("task-rejected", uuid=delivery.request.id, requeue=True)
-        if back:
-            self.log.info("tasks_handed_back", count=len(back), running=list(self.running))
+        self.log.info("tasks_handed_back", count=len(back), running=list(self.running))
         return len(back)
 
     def resume(self) -> None:
         """Consume again after `hand_back`, unless the consumer is stopping."""
-        paused = self.subscription is not None and self.subscription.paused
-        if paused and not self._draining and not self._stopping.is_set():
-            assert self.subscription is not None
-            self.subscription.resume()
+        subscription = self.subscription  # draining: stopping too
+        if subscription is not None and subscription.paused and not self._stopping.is_set():
+            subscription.resume()
 
     def _begin_drain(self) -> None:
         self._draining = True
@@ -274,32 +259,30 @@ class TaskConsumer:
             self.inbox.run()  # freed slots take their next task before intake runs
         drain(self.connection, readable, idle)
 
+    # -- extension points: a prefork child consuming for itself overrides them ---------
+
+    def redelivered_unknown(self, delivery: Delivery) -> bool:
+        """Called in the loop for a redelivered task this worker knows nothing of,
+        before it is accepted. True: taken care of here (acknowledged, rejected, or to
+        be accepted later); False, the default: run it."""
+        return False
+
+    def handing_back(self, deliveries: list[Delivery]) -> None:
+        """Called by `hand_back` just before `deliveries` are requeued. Does nothing by
+        default."""
+
     # -- intake ----------------------------------------------------------------------
 
     def _on_message(self, message: Any) -> None:
         self.acks.received(message)
         try:
-            request = decode(
-                message.body,
-                content_type=message.content_type,
-                content_encoding=message.content_encoding,
-                headers=message.headers,
-                properties=message.properties,
-                accept=self.config.accept_content,
-                max_size=self.config.max_message_size,
-            )
-            task = self.app.tasks.get(request.name)
-            if task is None:
-                self._task_event("task-rejected", uuid=request.id, requeue=False)
-                raise BadMessageError("unknown_task", f"task {request.name!r} is not registered")
+            delivery = receive(message, self.app, self.config)
         except BadMessageError as exc:
+            if exc.task_id is not None:
+                self._task_event("task-rejected", uuid=exc.task_id, requeue=False)
             self._reject(message, exc.reason, exc.detail)
             return
-        except Exception as exc:  # anything else about a message is still the message's fault
-            self._reject(message, "malformed", f"{type(exc).__name__}: {exc}")
-            return
-        acks_late = self.config.acks_late if task.acks_late is None else task.acks_late
-        delivery = Delivery(request, message, acks_late)
+        request = delivery.request
         self.log.info("task_received", task=request.name, task_id=request.id)
         if self._seen_before(delivery):
             return
@@ -324,47 +307,27 @@ class TaskConsumer:
 
     def _seen_before(self, delivery: Delivery) -> bool:
         """A redelivery of a task this worker runs or ran (its ack was lost with an
-        earlier connection): wait for that run, or acknowledge it; never run it twice."""
+        earlier connection): wait for that run, or acknowledge it; never run it twice.
+        False: run it."""
         request = delivery.request
         redelivered = bool((delivery.message.delivery_info or {}).get("redelivered"))
-        state = self.state.adopt(
+        seen = self.state.adopt(
             request.id,
             lambda outcome: self.post(lambda: self._finished(delivery, outcome)),
             redelivered=redelivered,
             retries=request.retries,
         )
-        if not state and redelivered and self.verdict is not None:
-            return self._ask(delivery)
-        if state == "done":
-            self._ack(delivery)
-            self.log.info("task_already_done", task=request.name, task_id=request.id)
-        elif state == "running":
+        if seen == "done":
+            self._already_done(delivery)
+        elif seen == "running":  # here: that run's outcome settles this delivery too
             self.log.info("task_already_running", task=request.name, task_id=request.id)
-        return bool(state)
+        elif redelivered:
+            return self.redelivered_unknown(delivery)
+        return bool(seen)
 
-    def _ask(self, delivery: Delivery) -> bool:
-        """A redelivery the pool's parent knows of: done, running elsewhere, being
-        asked about, lost too often (see pool_children); False: run it."""
-        assert self.verdict is not None
-        request = delivery.request
-        verdict = self.verdict(request.id, request.retries)
-        if verdict == "done":
-            self._ack(delivery)
-            self.log.info("task_already_done", task=request.name, task_id=request.id)
-        elif verdict == "running":
-            self.log.info("task_already_running", task=request.name, task_id=request.id)
-            self.timer.call_later(0.5, lambda: self.post(lambda: self._asked_again(delivery)))
-        elif verdict == "wait":  # the parent asks the other children about it
-            self.timer.call_later(0.05, lambda: self.post(lambda: self._asked_again(delivery)))
-        elif verdict == "reject":
-            self.log.error("task_lost_too_often", task=request.name, task_id=request.id)
-            self.state.rejected["lost"] += 1
-            self.acks.reject(delivery.message, requeue=False)
-        return verdict != "run"
-
-    def _asked_again(self, delivery: Delivery) -> None:
-        if not self._draining and not self._ask(delivery):
-            self._accept(delivery)
+    def _already_done(self, delivery: Delivery) -> None:
+        self._ack(delivery)
+        self.log.info("task_already_done", task=delivery.request.name, task_id=delivery.request.id)
 
     def _task_event(self, event_type: str, **fields: Any) -> None:
         if self.events is not None and self.events.task_events:
@@ -395,20 +358,11 @@ class TaskConsumer:
     def _discard_if_stale(self, delivery: Delivery) -> bool:
         """Ack and record a revoked or expired task instead of running it."""
         request = delivery.request
-        if self.state.is_revoked(request.id):
-            why = "revoked"
-        elif request.expires is not None and request.expired(datetime.now(UTC)):
-            why = "expired"
-        else:
+        why = delivery.stale(self.state)
+        if why is None:
             return False
         self._ack(delivery)
-        self.state.processed["revoked"] += 1
-        self.log.info("task_revoked", task=request.name, task_id=request.id, why=why)
-        self._task_event(
-            "task-revoked", uuid=request.id, terminated=False, signum=None, expired=why == "expired"
-        )
-        if (backend := self._backend_for(request)) is not None:
-            backend.store_state(request.id, "REVOKED", reason=why)
+        self.losses.revoked(request.id, request.name, self._backend_for(request), why)
         return True
 
     def _dispatch(self) -> None:
@@ -519,24 +473,14 @@ class TaskConsumer:
         if self.state.is_revoked(request.id):
             if delivery.acks_late:
                 self._ack(delivery)
-            losses.terminated(
-                request.id,
-                request.name,
-                state=self.state,
-                events=self.events,
-                backend=backend,
-                log=self.log,
-            )
+            self.losses.revoked(request.id, request.name, backend, "terminated")
             return
-        requeue = losses.lost(
+        requeue = self.losses.lost(
             outcome,
             request.name,
+            backend,
             acks_late=delivery.acks_late,
             max_redeliveries=self.config.max_redeliveries,
-            state=self.state,
-            events=self.events,
-            backend=backend,
-            log=self.log,
         )
         if delivery.acks_late:
             self.acks.reject(delivery.message, requeue=requeue)

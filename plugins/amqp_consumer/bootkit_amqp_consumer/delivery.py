@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from bootkit_amqp_consumer.app import Task
+from bootkit_amqp_consumer.app import App, Task
+from bootkit_amqp_consumer.errors import BadMessageError
 from bootkit_amqp_consumer.job import Job
-from bootkit_amqp_consumer.protocol import TaskRequest
+from bootkit_amqp_consumer.options import WorkerConfig
+from bootkit_amqp_consumer.protocol import TaskRequest, decode
+from bootkit_amqp_consumer.state import WorkerState
 
 
 @dataclass
@@ -23,6 +26,14 @@ class Delivery:
     started_at: float | None = None  # unix time the pool got it
     eta: datetime | None = None  # held by the timer until then
     acked: bool = False
+
+    def stale(self, state: WorkerState) -> str | None:
+        """Why it is not to run: "revoked" or "expired"; None: it may run."""
+        if state.is_revoked(self.request.id):
+            return "revoked"
+        if self.request.expires is not None and self.request.expired(datetime.now(UTC)):
+            return "expired"
+        return None
 
     def job(self, task: Task[Any, Any], hostname: str) -> Job:
         """What the pool runs for this message; its own time limits win over `task`'s."""
@@ -72,3 +83,33 @@ class Delivery:
             "priority": (self.message.properties or {}).get("priority"),
             "request": self.info(hostname, worker_pid),
         }
+
+
+def receive(message: Any, app: App, config: WorkerConfig) -> Delivery:
+    """The task message `message`, to run here.
+
+    Raises:
+        BadMessageError: it cannot be decoded, is refused by content type or size, or
+            names a task not registered here (then with the task's id); anything else
+            wrong with the message is ``malformed``.
+    """
+    try:
+        request = decode(
+            message.body,
+            content_type=message.content_type,
+            content_encoding=message.content_encoding,
+            headers=message.headers,
+            properties=message.properties,
+            accept=config.accept_content,
+            max_size=config.max_message_size,
+        )
+    except BadMessageError:
+        raise
+    except Exception as exc:  # anything else about a message is still the message's fault
+        raise BadMessageError("malformed", f"{type(exc).__name__}: {exc}") from exc
+    task = app.tasks.get(request.name)
+    if task is None:
+        detail = f"task {request.name!r} is not registered"
+        raise BadMessageError("unknown_task", detail, task_id=request.id)
+    acks_late = config.acks_late if task.acks_late is None else task.acks_late
+    return Delivery(request, message, acks_late)

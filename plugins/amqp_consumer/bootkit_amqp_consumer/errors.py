@@ -22,12 +22,14 @@ class BadMessageError(WorkerError):
 
     Attributes:
         reason: a short, stable label for counters and logs (e.g. ``bad_json``).
+        task_id: the task's id, when the message could be read that far.
     """
 
-    def __init__(self, reason: str, detail: str) -> None:
+    def __init__(self, reason: str, detail: str, task_id: str | None = None) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+        self.task_id = task_id
 
 
 class SoftTimeLimitExceededError(Exception):

@@ -33,12 +33,12 @@ from multiprocessing.context import ForkProcess
 from typing import Any
 
 from bootkit import logger
-from bootkit_amqp_consumer import losses
 from bootkit_amqp_consumer.app import App
 from bootkit_amqp_consumer.child_consumer import Spec, add_counts, child_main, empty_report, preload
 from bootkit_amqp_consumer.errors import WorkerError
 from bootkit_amqp_consumer.forked import describe, died, exit_fd, send_signal
 from bootkit_amqp_consumer.job import Job
+from bootkit_amqp_consumer.losses import Losses
 from bootkit_amqp_consumer.options import WorkerConfig
 from bootkit_amqp_consumer.pool_calls import Call, Calls
 from bootkit_amqp_consumer.pool_redeliveries import CALL_TIMEOUT, Redeliveries
@@ -427,17 +427,11 @@ class Children(Reporting):
         killed_for = child.killed_for if child.killed == task_key(running) else None
         consumer = self.state.consumer
         events = consumer.events if consumer is not None else None
+        record = Losses(self.state, events, self.log)
         backend = None if running.ignore_result else self.app.backend
         if killed_for == "terminated" and self.state.is_revoked(running.task_id):
             self._redeliveries.ended(running.task_id, running.retries)
-            losses.terminated(
-                running.task_id,
-                running.name,
-                state=self.state,
-                events=events,
-                backend=backend,
-                log=self.log,
-            )
+            record.revoked(running.task_id, running.name, backend, "terminated")
             return
         limit = None if running.hard_at is None else running.hard_at - running.started
         outcome = died(
@@ -451,20 +445,17 @@ class Children(Reporting):
         )
         self.log.warning("pool_child_lost", job_id=running.task_id, why=outcome.exc_message)
         if outcome.lost:
-            losses.lost(
+            record.lost(
                 outcome,
                 running.name,
+                backend,
                 acks_late=running.acks_late,
                 max_redeliveries=self.config.max_redeliveries,
-                state=self.state,
-                events=events,
-                backend=backend,
-                log=self.log,
             )
         else:  # killed for its time limit: a failure, its redelivery acked
             self._redeliveries.ended(running.task_id, running.retries)
             self.state.processed["failure"] += 1
-            losses.failed(outcome, events=events, backend=backend, log=self.log)
+            record.failed(outcome, backend)
 
 
 # The order a wake-up's messages are handled in: what a child tells of its

@@ -22,7 +22,16 @@ from bootkit_amqp_consumer import (
     TimeLimitExceededError,
     WorkerLostError,
 )
-from e2e_support import WAIT, Broker, StartWorker, wait_for_events, wait_gone, wait_until
+from e2e_support import (
+    WAIT,
+    Broker,
+    Monitor,
+    StartWorker,
+    events,
+    wait_for_events,
+    wait_gone,
+    wait_until,
+)
 from e2e_tasks import (
     ADD,
     EXIT_PROCESS,
@@ -158,6 +167,25 @@ def test_task_sent_already_expired_is_revoked_and_never_runs(
     assert read_ledger(ledger) == []
 
 
+@pytest.mark.parametrize("broker", ["redis"], indirect=True)
+def test_a_revoked_task_whose_result_cannot_be_stored_costs_the_worker_nothing(
+    start_worker: StartWorker, client: App, ledger: Path
+) -> None:
+    # Nothing listens on port 1: every result store fails at once.
+    worker = start_worker("--result-backend", "redis://127.0.0.1:1/0")
+
+    expired = client.send_task(
+        WORK, [str(ledger), "late"], expires=datetime.now(UTC) - timedelta(seconds=1)
+    )
+    client.send_task(WORK, [str(ledger), "after"])
+
+    wait_until(lambda: tags(ledger, "done") == ["after"], "the next task run")
+    wait_for_events(worker, "result_store_failed", 1, task_id=expired.id)
+    assert events(worker, "task_revoked", task_id=expired.id)[0]["why"] == "expired"
+    assert events(worker, "step_fault") == []
+    assert worker.proc.poll() is None
+
+
 # -- time limits (prefork) -----------------------------------------------------------
 
 
@@ -219,16 +247,31 @@ def test_late_ack_task_whose_process_is_killed_is_requeued_and_completes(
 def test_task_that_always_kills_its_process_is_rejected_after_max_redeliveries(
     start_worker: StartWorker, client: App, ledger: Path, broker: Broker, queue: str, pool: str
 ) -> None:
-    worker = start_worker("--max-redeliveries", "2", pool=pool)
+    with broker.connection() as connection:
+        monitor = Monitor(connection)
+        worker = start_worker("-E", "--max-redeliveries", "2", pool=pool)
 
-    result = client.send_task(EXIT_PROCESS, [str(ledger), "p"])
+        result = client.send_task(EXIT_PROCESS, [str(ledger), "p"])
 
-    with pytest.raises(WorkerLostError):
-        result.get(timeout=WAIT)
-    assert client.send_task(ADD, [1, 2]).get(timeout=WAIT) == 3
-    assert len(noted(ledger, "start")) == 3
-    lost = wait_for_events(worker, "task_lost", 3, task_id=result.id)
-    assert [e["requeued"] for e in lost] == [True, True, False]
+        with pytest.raises(WorkerLostError):
+            result.get(timeout=WAIT)
+        after = client.send_task(ADD, [1, 2])
+        assert after.get(timeout=WAIT) == 3
+        assert len(noted(ledger, "start")) == 3
+        lost = wait_for_events(worker, "task_lost", 3, task_id=result.id)
+        assert [e["requeued"] for e in lost] == [True, True, False]
+
+        def of(task_id: str) -> list[str]:
+            return [e["type"] for e in monitor.events if e.get("uuid") == task_id]
+
+        # A requeued loss is no outcome: one task-failed, for the last loss. The losses
+        # are announced by one dispatcher, in order; with the parent's intake so is the
+        # later task's success.
+        monitor.wait_for(
+            lambda _: "task-failed" in of(result.id) and "task-succeeded" in of(after.id),
+            "the lost task's failure and the next task's success",
+        )
+        assert of(result.id).count("task-failed") == 1
     # Children consuming for themselves: the last redelivery returns to the queue with
     # its child's connection, and the child that takes it rejects it unrun.
     wait_until(lambda: broker.depth(queue) == 0, "the task rejected, the queue empty")
