@@ -33,6 +33,7 @@ from e2e_support import (
     launch,
     stop,
     wait_for_events,
+    wait_gone,
     wait_until,
 )
 from e2e_tasks import EXIT_PROCESS, WORK, WORK_LATE, Entry, read_ledger
@@ -63,21 +64,33 @@ def restarted(worker: Service, times: int) -> bool:
 
 
 @pytest.mark.parametrize("broker", ["rabbitmq"], indirect=True)
+@pytest.mark.parametrize("pool", ["threads", "prefork-children"])
 def test_p1_worker_killed_mid_run_with_late_acks_loses_nothing(
-    start_worker: StartWorker, broker: Broker, queue: str, ledger: Path
+    start_worker: StartWorker, broker: Broker, queue: str, ledger: Path, pool: str
 ) -> None:
-    first = start_worker("--prefetch-multiplier", "1")
+    first = start_worker("--prefetch-multiplier", "1", pool=pool)
     tags = publish(broker, queue, ledger, 10, 1.0)
     wait_until(lambda: starts(ledger) >= 2, "two tasks running")
+    running = {e.pid for e in read_ledger(ledger) if e.event == "start"}
     first.proc.kill()
     first.wait(WAIT)
     killed = time.monotonic()
-    start_worker("--prefetch-multiplier", "1")
-    wait_until(lambda: completed(ledger, tags) == len(tags), "every task done", timeout=60)
+    second = start_worker("--prefetch-multiplier", "1", pool=pool)
+    try:
+        wait_until(lambda: completed(ledger, tags) == len(tags), "every task done", timeout=60)
+    except BaseException:
+        print("\n".join(["killed worker:", *first.lines[-40:], "second:", *second.lines[-80:]]))
+        print(read_ledger(ledger))
+        raise
     report = check(ledger, tags)
-    print("\n" + report.line("P1 kill -9 worker, late ack", drain_s=time.monotonic() - killed))
+    print(
+        "\n"
+        + report.line(f"P1 kill -9 worker, late ack, {pool}", drain_s=time.monotonic() - killed)
+    )
     assert (report.lost, report.duplicate_completions, report.unexpected) == (0, 0, 0)
     assert report.duplicate_starts <= 2  # only the two that were running
+    for pid in running - {first.proc.pid}:  # a child of the killed parent: it ends
+        wait_gone(pid)
 
 
 @pytest.mark.parametrize("broker", ["redis"], indirect=True)
