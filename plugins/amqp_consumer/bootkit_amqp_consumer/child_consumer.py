@@ -70,9 +70,10 @@ class ChildConsumer(TaskConsumer):
     parent knows what every child ran or acknowledged, see pool_children), and names
     to the parent what it hands back before it does."""
 
-    def __init__(self, link: Link, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.link = link
+    @property
+    def link(self) -> Link:
+        assert isinstance(self.pool, SlotPool)  # a child's pool: see _consume
+        return self.pool.link
 
     def redelivered_unknown(self, delivery: Delivery) -> bool:
         request = delivery.request
@@ -122,7 +123,9 @@ class Link:
             self.conn.send(message)
 
     def verdict(self, task_id: str, retries: int) -> str:
-        """What the parent says of a redelivered task: run, done, running or reject."""
+        """What the parent says of a redelivered task: run, done, running (in another
+        child), wait (the parent asks the other children) or reject; run if it does not
+        answer within VERDICT_TIMEOUT."""
         seq = next(self._seq)
         box: list[Any] = []
         with self._replied:
@@ -317,7 +320,6 @@ def _consume(link: Link, spec: Spec, state: WorkerState, timer: Any, keeper: Kee
         )
         pool = SlotPool(spec.runner, spec.slot, link, keeper)
         consumer = ChildConsumer(
-            link,
             app=spec.app,
             config=config,
             pool=pool,

@@ -202,7 +202,7 @@ class TaskConsumer:
             return 0
         if not self.probe.shared():
             return 0  # only this consumer would take them
-        subscription.cancel()  # what was sent meanwhile stays reserved until `resume`
+        subscription.cancel()  # what was sent meanwhile arrives in the reserve: given back
         back = [*self.reserved, *self.holds.take_all()]
         self.reserved.clear()
         if not back:
