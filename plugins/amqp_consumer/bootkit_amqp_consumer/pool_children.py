@@ -12,9 +12,9 @@ slot of shared memory (`Slot`), which the parent reads without waking the child.
 A delivery the broker marks redelivered is checked with the parent before it runs
 (`Children.verdict`): another child may run it now, its child may have died running
 it (counted against ``max_redeliveries``), or it may have ended already; of one the
-parent knows nothing, the other children are asked (see pool_redeliveries). What this trades
-against the parent's intake (connections, what inspect sees, rate limits split
-between the children) is in the README, "Throughput".
+parent knows nothing, the other children are asked (see pool_redeliveries). What
+this trades against the parent's intake (connections, what inspect sees, rate limits
+split between the children) is in the README, "Throughput".
 """
 
 from __future__ import annotations
@@ -397,7 +397,7 @@ class Children(Reporting):
             for task_id, retries in message[1]:
                 self._redeliveries.ended(task_id, retries)
         elif kind == "handed":
-            self._redeliveries.handed([(task_id, retries) for task_id, retries in message[1]])
+            self._redeliveries.handed(message[1])  # (id, retries) tuples, as sent
         # "limits": a timed task started; the wait's new timeout covers it
 
     def _reap_locked(self, child: _Child) -> None:
