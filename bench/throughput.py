@@ -11,7 +11,7 @@ and Celery (bootkit's prefork children consume for themselves on RabbitMQ, its
 default there), and on RabbitMQ bootkit's prefork with the parent's intake
 (``--prefork-intake parent``) against Celery's prefork too; Dramatiq 1 process x 1
 thread and 2 processes x 1 thread; kombu one consumer with the same prefetch as
-bootkit's solo pool (4). One more bootkit row has
+bootkit's solo pool (16 on AMQP, 4 elsewhere). One more bootkit row has
 Dramatiq's shape: two solo workers on the queue, each on its own connection (what
 two `bootkit start -P solo` processes are). Needs the broker and
 Redis on 127.0.0.1:6379 (db 12 holds the counters). Peers run from their own venv.
@@ -40,6 +40,11 @@ from cpu import Usage, Window, descendants
 from kombu.connection import Connection
 from peers import PEER_VENV, compile_all, peer_python, run, version
 
+from bootkit_amqp_consumer.options import (
+    INLINE_PREFETCH_MULTIPLIER,
+    PREFETCH_MULTIPLIER,
+    is_amqp,
+)
 from bootkit_amqp_consumer.protocol import build
 
 REPO = Path(__file__).resolve().parents[1]
@@ -136,7 +141,8 @@ from kombu.connection import Connection
 from kombu.entity import Queue
 from kombu.messaging import Consumer
 
-broker, queue, key, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+broker, queue, key = sys.argv[1:4]
+n, prefetch = int(sys.argv[4]), int(sys.argv[5])
 counter = redis.Redis.from_url("{db}")
 done = 0
 
@@ -150,7 +156,7 @@ def on_message(message):
 
 with Connection(broker) as conn:
     channel = conn.channel()
-    channel.basic_qos(0, 4, False)
+    channel.basic_qos(0, prefetch, False)
     consumer = Consumer(channel, [Queue(queue, no_declare=True)], on_message=on_message)
     consumer.consume()
     while done < n:
@@ -166,6 +172,11 @@ class Variant:
     publish: Callable[[str, str, int, Path], None]  # (queue, key, n, folder)
     rates: list[float]
     usage: list[Usage] = field(default_factory=list)
+
+
+def solo_prefetch(broker: str) -> int:
+    """The prefetch count of a `-P solo` worker on `broker`, at the defaults."""
+    return INLINE_PREFETCH_MULTIPLIER if is_amqp(broker) else PREFETCH_MULTIPLIER
 
 
 def publish_celery(broker: str, queue: str, key: str, n: int) -> None:
@@ -248,6 +259,7 @@ def variants(broker: str, n: int, peer: Path) -> list[Variant]:
 
     def kombu(queue: str, key: str, folder: Path) -> subprocess.Popen[bytes]:
         args = [sys.executable, str(folder / "bench_kombu.py"), broker, queue, key, str(n)]
+        args.append(str(solo_prefetch(broker)))
         return spawn(args, env(folder))
 
     def celery_messages(queue: str, key: str, count: int, folder: Path) -> None:

@@ -13,6 +13,12 @@ POOLS = ("prefork", "threads", "solo")
 AMQP_SCHEMES = ("amqp", "amqps", "pyamqp")  # where a closed connection requeues its messages
 REDIS_SCHEMES = ("redis", "rediss")  # where unacked messages come back after a visibility timeout
 DEFAULT_QUEUE = "celery"
+# Messages reserved per pool slot. A consumer that runs its tasks inline (solo, a prefork
+# child) reserves more on AMQP: it hands the reserve back once a task runs long (keeper),
+# and the broker requeues it at once if the worker dies, so a deeper reserve costs
+# neither fairness nor delay, and it hides the broker's round trip between short tasks.
+PREFETCH_MULTIPLIER = 4
+INLINE_PREFETCH_MULTIPLIER = 16
 
 OPTIONS = [
     Option("app", "The task app, as MODULE:ATTRIBUTE.", short="-A", metavar="MODULE:APP"),
@@ -52,7 +58,13 @@ OPTIONS = [
     ),
     Option("hostname", "Node name (default bootkit@HOST).", short="-n", metavar="NAME"),
     Option(
-        "prefetch_multiplier", "Messages reserved per pool slot.", type=int, default=4, metavar="N"
+        "prefetch_multiplier",
+        f"Messages reserved per pool slot (default {PREFETCH_MULTIPLIER}; {INLINE_PREFETCH_MULTIPLIER} "
+        "on an AMQP broker with -P solo or prefork children, which hand back what they "
+        "reserved once a task runs long, and whose reserve the broker requeues at once "
+        "if the worker dies).",
+        type=int,
+        metavar="N",
     ),
     Option(
         "acks_late", "Acknowledge after the task ran, for every task.", type=bool, default=False
@@ -210,7 +222,10 @@ class WorkerConfig:
             raise ConfigError(f"--visibility-timeout must be above 0, got {visibility}")
         if broker.split("://", 1)[0] in REDIS_SCHEMES:
             transport_options = {**transport_options, "visibility_timeout": visibility}
-        multiplier = settings.option("prefetch_multiplier", 4)
+        multiplier = settings.option("prefetch_multiplier")
+        if multiplier is None:
+            inline = pool == "solo" or intake == "children"  # see keeper: they hand back
+            multiplier = INLINE_PREFETCH_MULTIPLIER if inline and amqp else PREFETCH_MULTIPLIER
         if multiplier < 1:
             raise ConfigError(f"--prefetch-multiplier must be at least 1, got {multiplier}")
         return cls(
