@@ -59,8 +59,9 @@ OPTIONS = [
     Option("hostname", "Node name (default bootkit@HOST).", short="-n", metavar="NAME"),
     Option(
         "prefetch_multiplier",
-        f"Messages reserved per pool slot (default {PREFETCH_MULTIPLIER}; {INLINE_PREFETCH_MULTIPLIER} "
-        "on an AMQP broker with -P solo or prefork children, which hand back what they "
+        f"Messages reserved per pool slot (default {PREFETCH_MULTIPLIER}; "
+        f"{INLINE_PREFETCH_MULTIPLIER} on an AMQP broker with -P solo or prefork "
+        "children, which hand back what they "
         "reserved once a task runs long, and whose reserve the broker requeues at once "
         "if the worker dies).",
         type=int,

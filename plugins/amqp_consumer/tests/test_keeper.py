@@ -7,11 +7,14 @@ from __future__ import annotations
 import time
 import uuid
 from pathlib import Path
+from types import MappingProxyType
 
 import pytest
 from test_control_commands import ask, started
 
+from bootkit import Settings
 from bootkit_amqp_consumer import App
+from bootkit_amqp_consumer.options import WorkerConfig
 from e2e_support import WAIT, Broker, StartWorker, wait_until
 from e2e_tasks import WORK
 
@@ -49,3 +52,37 @@ def test_a_solo_worker_busy_with_a_long_task_answers_inspect(
         assert [task["id"] for task in active] == [long.id]
         assert answered < 2.0, f"answered after {answered:.2f} s"  # not once the task ends
     assert long.get(timeout=WAIT) == "long"
+
+
+@pytest.mark.parametrize("broker", ["rabbitmq"], indirect=True)
+@pytest.mark.parametrize(
+    ("pool", "prefetch"), [("solo", 16), ("prefork-children", 32), ("threads", 8)]
+)
+def test_an_inline_consumer_reserves_sixteen_a_slot_by_default(
+    start_worker: StartWorker, broker: Broker, pool: str, prefetch: int
+) -> None:
+    # Its reserve waits for no long task (it is handed back) and the broker requeues it
+    # if the worker dies; a pool that queues tasks behind busy threads keeps 4 a slot.
+    node = f"reserve-{uuid.uuid4().hex[:8]}@host"
+    start_worker("-n", node, pool=pool)
+    wait_until(lambda: ask(broker, node, "stats")["prefetch_count"] == prefetch, "the default")
+
+
+@pytest.mark.parametrize(
+    ("options", "multiplier"),
+    [
+        ({"broker": "amqp://127.0.0.1//", "pool": "solo"}, 16),
+        ({"broker": "amqp://127.0.0.1//"}, 16),  # prefork, the children's intake
+        ({"broker": "amqp://127.0.0.1//", "prefork_intake": "parent"}, 4),
+        ({"broker": "amqp://127.0.0.1//", "pool": "threads"}, 4),
+        ({"broker": "redis://127.0.0.1:6379/0", "pool": "solo"}, 4),  # a visibility timeout
+        ({"pool": "solo"}, 4),  # the embedded broker
+        ({"broker": "amqp://127.0.0.1//", "pool": "solo", "prefetch_multiplier": 2}, 2),
+        ({"broker": "redis://127.0.0.1:6379/0", "prefetch_multiplier": 9}, 9),
+    ],
+)
+def test_the_default_reserve_is_deeper_only_where_it_costs_no_task_a_wait(
+    tmp_path: Path, options: dict[str, object], multiplier: int
+) -> None:
+    settings = Settings(state_dir=tmp_path, options=MappingProxyType(options))
+    assert WorkerConfig.from_settings(settings).prefetch_multiplier == multiplier
