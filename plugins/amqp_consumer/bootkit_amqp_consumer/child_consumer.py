@@ -4,9 +4,8 @@ broker connection, a `TaskConsumer` with a one-slot pool, and a pipe to the pare
 side is `pool_children`.
 
 The child runs each task in its loop's thread, kept by a `Keeper` (see keeper): a task
-that runs long, or that its reserve has waited long behind, has the child hand back
-what it reserved to the other children, and the child keeps its connection alive
-until the task ends."""
+that runs long has the child hand back what it reserved to the other children and
+keep its connection alive until it ends."""
 
 from __future__ import annotations
 

@@ -21,10 +21,9 @@ Delivery rules:
   rejected (dead-lettered when the queue has a dead-letter exchange);
 - warm stop: stop consuming, let running tasks finish and their acks go out;
   messages reserved but not started stay unacknowledged and return to the queue;
-- a task run inline (solo, a prefork child consuming for itself) that runs long, or
-  that a reserve has waited long behind, has the consumer `hand_back` what is
-  reserved or held (requeued, for consumers with room) and stop consuming until
-  `resume`; see keeper.
+- a task run inline (solo, a prefork child consuming for itself) that runs long has
+  the consumer `hand_back` what is reserved or held (requeued, for idle consumers)
+  and stop consuming until `resume`; see keeper.
 """
 
 from __future__ import annotations
@@ -192,22 +191,17 @@ class TaskConsumer:
         drain(self.connection, idle=False)
         self._upkeep()
 
-    def waiting_since(self) -> float | None:
-        """When the task that has waited longest in the reserve joined it (monotonic);
-        None when none waits. By the thread holding the turn."""
-        return min(d.reserved_at for d in self.reserved) if self.reserved else None
-
     def hand_back(self) -> int:
-        """If this consumer consumes and another one could take its tasks now: stop
+        """If this consumer consumes and another one takes from the same queues: stop
         consuming until `resume`, and give every task reserved or held here back to
         the broker (requeued, for that consumer), as the pool's one slot is busy for a
-        while. Otherwise it keeps them. By the thread holding the turn. Returns how
+        while. A lone consumer keeps them. By the thread holding the turn. Returns how
         many went back."""
         subscription = self.subscription
         if subscription is None or subscription.paused or self._draining:
             return 0
-        if not self.probe.room_elsewhere():
-            return 0  # nobody would take them sooner
+        if not self.probe.shared():
+            return 0  # only this consumer would take them
         subscription.cancel()  # what was sent meanwhile arrives in the reserve: given back
         back = [*self.reserved, *self.holds.take_all()]
         self.reserved.clear()
@@ -342,7 +336,6 @@ class TaskConsumer:
     def _held_due(self, delivery: Delivery) -> None:
         if self._draining:
             return  # unacked: it returns to the queue when the channel closes
-        delivery.reserved_at = time.monotonic()
         self.reserved.appendleft(delivery)
         self._dispatch()
 

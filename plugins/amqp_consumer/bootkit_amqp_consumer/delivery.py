@@ -22,7 +22,7 @@ class Delivery:
     request: TaskRequest
     message: Any
     acks_late: bool
-    reserved_at: float = field(default_factory=time.monotonic)  # when it joined the reserve
+    received: float = field(default_factory=time.monotonic)
     started_at: float | None = None  # unix time the pool got it
     eta: datetime | None = None  # held by the timer until then
     acked: bool = False

@@ -1,13 +1,10 @@
 """What an AMQP consumer does while its loop thread runs a task inline (the solo pool, a
-prefork child consuming for itself): nothing until the task has run `HAND_BACK_AFTER`
-seconds, or a task in its reserve has waited that long (behind this task and those
-before it); then, and every `SERVICE_EVERY` seconds until the task ends,
-`TaskConsumer.service`: hand back what it reserved or holds and stop consuming, once
-another consumer could take them, so no task waits long behind others while a
-consumer has room; and answer the broker: heartbeats, so the broker keeps the
-connection, and remote control requests, so a busy solo worker still replies to
-inspect. Services are `SERVICE_EVERY` apart across tasks too, so a run of short tasks
-behind an old reserve costs one look at the queues per `SERVICE_EVERY`, not one a task.
+prefork child consuming for itself): nothing for `HAND_BACK_AFTER` seconds; then, and
+every `SERVICE_EVERY` seconds until the task ends, `TaskConsumer.service`: hand back
+what it reserved or holds and stop consuming, once another consumer takes from its
+queues, so no task waits behind a long one while a consumer is idle; and answer the
+broker: heartbeats, so the broker keeps the connection, and remote control requests,
+so a busy solo worker still replies to inspect.
 
 The loop lends its turn for the task (`Inbox.lent`), and the keeper's thread takes it
 for each of these, so the connection still has one user at a time. The consumer
@@ -23,7 +20,7 @@ from typing import Any, TypeVar
 
 from bootkit import logger
 
-HAND_BACK_AFTER = 0.1  # seconds a task runs, or the reserve waits, before it goes back
+HAND_BACK_AFTER = 0.1  # seconds a task runs before its consumer hands back the rest
 SERVICE_EVERY = 0.25  # seconds between two services, after the first
 
 T = TypeVar("T")
@@ -41,9 +38,8 @@ class Keeper:
         self.service_every = service_every
         self._cond = threading.Condition()
         self._seq = 0
-        self._task: tuple[int, float, Any] | None = None  # seq, first service due, consumer
+        self._task: tuple[int, float, Any] | None = None  # seq, started, its consumer
         self._handled = 0  # the seq of the last task kept
-        self._kept = float("-inf")  # when the last service began (monotonic)
         self._idle = False  # waiting with no deadline: `run` must wake it
         self._thread: threading.Thread | None = None
 
@@ -55,12 +51,9 @@ class Keeper:
     def run(self, consumer: Any, task: Callable[[], T]) -> T:
         """Run `task` in the loop's thread (which holds `consumer`'s turn), keeping the
         consumer meanwhile. The caller reports the outcome, then calls `consumer.resume`."""
-        now = time.monotonic()
-        waiting = consumer.waiting_since()
-        due = (now if waiting is None else min(now, waiting)) + self.after
         with self._cond:
             self._seq += 1
-            self._task = (self._seq, max(due, self._kept + self.service_every), consumer)
+            self._task = (self._seq, time.monotonic(), consumer)
             if self._idle:
                 self._cond.notify()
         with consumer.inbox.lent():
@@ -79,9 +72,9 @@ class Keeper:
                     self._cond.wait()
                     self._idle = False
                     continue
-                seq, due, consumer = task
-                if seq != self._handled:  # the first time: once it is due
-                    remaining = due - time.monotonic()
+                seq, started, consumer = task
+                if seq != self._handled:  # the first time: once the task has run `after`
+                    remaining = started + self.after - time.monotonic()
                     if remaining > 0:
                         self._cond.wait(remaining)
                         continue
@@ -98,8 +91,6 @@ class Keeper:
         try:
             with self._cond:
                 running = self._task is not None and self._task[0] == seq
-                if running:
-                    self._kept = time.monotonic()
             if running:
                 consumer.service()
         except Exception as exc:  # a broken connection or channel: the loop's to handle

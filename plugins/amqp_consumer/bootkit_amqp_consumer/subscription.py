@@ -59,11 +59,9 @@ class QueueProbe:
         """Messages ready in the queues, not yet sent to any consumer."""
         return sum(ready for ready, _ in self.counts())
 
-    def room_elsewhere(self) -> bool:
-        """Whether another consumer could take this one's tasks now: one of the queues
-        has another consumer (each counts this one) and no message ready, which a
-        consumer with room would have been sent already."""
-        return any(consumers > 1 and ready == 0 for ready, consumers in self.counts())
+    def shared(self) -> bool:
+        """Whether another consumer takes from any of the queues (each counts this one)."""
+        return any(consumers > 1 for _, consumers in self.counts())
 
 
 class Subscription:

@@ -15,8 +15,8 @@ from test_control_commands import ask, started
 from bootkit import Settings
 from bootkit_amqp_consumer import App
 from bootkit_amqp_consumer.options import WorkerConfig
-from e2e_support import WAIT, Broker, StartWorker, events, wait_until
-from e2e_tasks import WORK, read_ledger
+from e2e_support import WAIT, Broker, StartWorker, wait_until
+from e2e_tasks import WORK
 
 HEARTBEAT = 1.0  # seconds; RabbitMQ drops a connection silent for two of them
 
@@ -52,23 +52,6 @@ def test_a_solo_worker_busy_with_a_long_task_answers_inspect(
         assert [task["id"] for task in active] == [long.id]
         assert answered < 2.0, f"answered after {answered:.2f} s"  # not once the task ends
     assert long.get(timeout=WAIT) == "long"
-
-
-@pytest.mark.parametrize("broker", ["rabbitmq"], indirect=True)
-def test_a_reserve_that_waited_behind_short_tasks_goes_to_a_consumer_with_room(
-    start_worker: StartWorker, client: App, ledger: Path
-) -> None:
-    # No task runs HAND_BACK_AFTER (0.1 s), but what waits behind them ages: once another
-    # consumer takes from the queue and the broker holds nothing ready, it goes back.
-    busy = start_worker(pool="solo")
-    results = [client.send_task(WORK, [str(ledger), f"t{i}", 0.09]) for i in range(32)]
-    wait_until(lambda: started(ledger, "t0"), "the first task started")
-    start_worker(pool="solo")
-    for result in results:
-        result.get(timeout=WAIT)
-    assert events(busy, "tasks_handed_back")
-    runners = {e.pid for e in read_ledger(ledger) if e.event == "start"}
-    assert len(runners) == 2
 
 
 @pytest.mark.parametrize("broker", ["rabbitmq"], indirect=True)
