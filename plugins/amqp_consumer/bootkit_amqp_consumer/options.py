@@ -14,9 +14,10 @@ AMQP_SCHEMES = ("amqp", "amqps", "pyamqp")  # where a closed connection requeues
 REDIS_SCHEMES = ("redis", "rediss")  # where unacked messages come back after a visibility timeout
 DEFAULT_QUEUE = "celery"
 # Messages reserved per pool slot. A consumer that runs its tasks inline (solo, a prefork
-# child) reserves more on AMQP: it hands the reserve back once a task runs long (keeper),
-# and the broker requeues it at once if the worker dies, so a deeper reserve costs
-# neither fairness nor delay, and it hides the broker's round trip between short tasks.
+# child) reserves more on AMQP, where it hands the reserve back once a task has run 0.1 s
+# (keeper) and the broker requeues it at once if the worker dies: there a deeper reserve
+# hides the broker's round trip between short tasks, and costs only the wait behind
+# tasks each under 0.1 s (for up to 15 of them).
 PREFETCH_MULTIPLIER = 4
 INLINE_PREFETCH_MULTIPLIER = 16
 
@@ -61,9 +62,8 @@ OPTIONS = [
         "prefetch_multiplier",
         f"Messages reserved per pool slot (default {PREFETCH_MULTIPLIER}; "
         f"{INLINE_PREFETCH_MULTIPLIER} on an AMQP broker with -P solo or prefork "
-        "children, which hand back what they "
-        "reserved once a task runs long, and whose reserve the broker requeues at once "
-        "if the worker dies).",
+        "children, which hand back what they reserved once a task has run 0.1 s, and "
+        "whose reserve the broker requeues at once if the worker dies).",
         type=int,
         metavar="N",
     ),
