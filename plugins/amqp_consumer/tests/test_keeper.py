@@ -81,7 +81,7 @@ def test_an_inline_consumer_reserves_sixteen_a_slot_by_default(
         ({"broker": "redis://127.0.0.1:6379/0", "prefetch_multiplier": 9}, 9),
     ],
 )
-def test_the_default_reserve_is_deeper_only_where_it_costs_no_task_a_wait(
+def test_the_default_reserve_is_deeper_only_for_inline_consumers_on_amqp(
     tmp_path: Path, options: dict[str, object], multiplier: int
 ) -> None:
     settings = Settings(state_dir=tmp_path, options=MappingProxyType(options))
