@@ -40,11 +40,8 @@ from cpu import Usage, Window, descendants
 from kombu.connection import Connection
 from peers import PEER_VENV, compile_all, peer_python, run, version
 
-from bootkit_amqp_consumer.options import (
-    INLINE_PREFETCH_MULTIPLIER,
-    PREFETCH_MULTIPLIER,
-    is_amqp,
-)
+from bootkit import Settings
+from bootkit_amqp_consumer.options import WorkerConfig
 from bootkit_amqp_consumer.protocol import build
 
 REPO = Path(__file__).resolve().parents[1]
@@ -176,7 +173,9 @@ class Variant:
 
 def solo_prefetch(broker: str) -> int:
     """The prefetch count of a `-P solo` worker on `broker`, at the defaults."""
-    return INLINE_PREFETCH_MULTIPLIER if is_amqp(broker) else PREFETCH_MULTIPLIER
+    options = {"broker": broker, "pool": "solo"}
+    settings = Settings(state_dir=Path(tempfile.gettempdir()), options=options)
+    return WorkerConfig.from_settings(settings).prefetch_count
 
 
 def publish_celery(broker: str, queue: str, key: str, n: int) -> None:
