@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import threading
 import time
 from collections import Counter, deque
@@ -98,6 +99,7 @@ class TaskConsumer:
         if isinstance(pool, SoloPool):
             pool.consumer = self  # it runs tasks in this loop's thread: see keeper
         self.log = logger().bind(hostname=config.hostname)
+        self._log_tasks = self.log.is_enabled_for(logging.INFO)  # a line a task received, ended
         self.losses = Losses(state, events, self.log)
 
     # -- set-up, called from the step's start ------------------------------------------
@@ -283,7 +285,8 @@ class TaskConsumer:
             self._reject(message, exc.reason, exc.detail)
             return
         request = delivery.request
-        self.log.info("task_received", task=request.name, task_id=request.id)
+        if self._log_tasks:
+            self.log.info("task_received", task=request.name, task_id=request.id)
         if self._seen_before(delivery):
             return
         self._accept(delivery)
@@ -448,15 +451,21 @@ class TaskConsumer:
             self._lost(delivery, outcome)
             self._dispatch()
             return
-        fields = {"task": request.name, "task_id": request.id, "runtime": round(outcome.runtime, 6)}
-        if outcome.state == "RETRY":
+        if outcome.state == "SUCCESS":
+            if self._log_tasks:
+                self.log.info("task_succeeded", **self._fields(request, outcome))
+        elif outcome.state == "RETRY":
             self._retry(delivery, outcome)
-            self.log.info("task_retried", countdown=outcome.countdown, **fields)
-        elif outcome.state == "SUCCESS":
-            self.log.info("task_succeeded", **fields)
+            if self._log_tasks:
+                self.log.info(
+                    "task_retried", countdown=outcome.countdown, **self._fields(request, outcome)
+                )
         else:
             self.log.warning(
-                "task_failed", exc_type=outcome.exc_type, exc=outcome.exc_message, **fields
+                "task_failed",
+                exc_type=outcome.exc_type,
+                exc=outcome.exc_message,
+                **self._fields(request, outcome),
             )
         if self.events is not None and self.events.task_events:
             self.events.task_ended(request.id, outcome)
@@ -464,6 +473,10 @@ class TaskConsumer:
             self._ack(delivery)
         self.state.processed[outcome.state.lower()] += 1
         self._dispatch()
+
+    @staticmethod
+    def _fields(request: TaskRequest, outcome: Outcome) -> dict[str, Any]:
+        return {"task": request.name, "task_id": request.id, "runtime": round(outcome.runtime, 6)}
 
     def _lost(self, delivery: Delivery, outcome: Outcome) -> None:
         """Its process died: terminated, if it was revoked (never requeued); else lost,

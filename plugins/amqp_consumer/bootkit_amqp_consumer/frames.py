@@ -114,17 +114,35 @@ _NUMBERS = {
 }
 
 
+# Field names seen so far, as decoded: a task message's twenty names are the same
+# in every message, and a lookup costs less than decoding each one again.
+_NAMES: dict[bytes, Any] = {}
+_NAMES_MAX = 1024
+
+
+def _name(raw: bytes) -> Any:
+    try:
+        name: Any = raw.decode("utf-8", "surrogatepass")
+    except UnicodeDecodeError:
+        name = bytes(raw)
+    if len(_NAMES) < _NAMES_MAX:
+        _NAMES[bytes(raw)] = name
+    return name
+
+
 def _table(buf: bytes, offset: int, end: int) -> dict[Any, Any]:
     # Strings and voids, nearly every field of a task message, are read inline.
     table: dict[Any, Any] = {}
+    names = _NAMES
+    if type(buf) is not bytes:  # a name is looked up by its slice, which must hash
+        buf = bytes(buf)
     while offset < end:
         size = buf[offset]
         offset += 1
         raw = buf[offset : offset + size]
-        try:
-            key: Any = raw.decode("utf-8", "surrogatepass")
-        except UnicodeDecodeError:
-            key = bytes(raw)
+        key = names.get(raw)
+        if key is None:
+            key = _name(raw)
         offset += size
         kind = buf[offset]
         if kind == 0x53:  # S: long string

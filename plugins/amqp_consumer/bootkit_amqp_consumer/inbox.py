@@ -18,7 +18,7 @@ import os
 import queue
 import select
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 Callback = Callable[[], None]
@@ -72,19 +72,20 @@ class Inbox:
     def give_turn(self) -> None:
         self._turn.release()
 
-    @contextlib.contextmanager
-    def lent(self) -> Iterator[None]:
-        """The loop, holding the turn, does something that is not the loop's work (runs
-        a task inline): other threads may `take_turn` meanwhile. Takes it back after,
-        waiting for a thread that has it to give it back."""
+    def lend(self) -> bool:
+        """The loop, holding the turn, is about to do something that is not the loop's
+        work (run a task inline): other threads may `take_turn` until `take_back`, to
+        which it passes what this returns."""
         held = self._held
         if held:
             self._turn.release()
-        try:
-            yield
-        finally:
-            if held:
-                self._turn.acquire()
+        return held
+
+    def take_back(self, lent: bool) -> None:
+        """Take the turn back after `lend`, waiting for a thread that has it to give it
+        back."""
+        if lent:
+            self._turn.acquire()
 
     def empty(self) -> bool:
         return self._queue.empty()

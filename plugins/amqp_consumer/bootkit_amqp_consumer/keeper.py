@@ -6,7 +6,7 @@ queues, so no task waits behind a long one while a consumer is idle; and answer 
 broker: heartbeats, so the broker keeps the connection, and remote control requests,
 so a busy solo worker still replies to inspect.
 
-The loop lends its turn for the task (`Inbox.lent`), and the keeper's thread takes it
+The loop lends its turn for the task (`Inbox.lend`), and the keeper's thread takes it
 for each of these, so the connection still has one user at a time. The consumer
 consumes again once the task has ended and its outcome is reported.
 """
@@ -29,7 +29,7 @@ T = TypeVar("T")
 class Keeper:
     """One thread for the tasks a loop runs inline, one at a time; it sleeps while the
     loop idles and wakes once per `service_every` while a long task runs. Costs a task
-    one uncontended lock at each end."""
+    one uncontended lock, as it starts."""
 
     def __init__(
         self, after: float = HAND_BACK_AFTER, service_every: float = SERVICE_EVERY
@@ -56,12 +56,15 @@ class Keeper:
             self._task = (self._seq, time.monotonic(), consumer)
             if self._idle:
                 self._cond.notify()
-        with consumer.inbox.lent():
-            try:
-                return task()
-            finally:
-                with self._cond:  # before the turn is back: nothing is done for it after
-                    self._task = None
+        inbox = consumer.inbox
+        lent = inbox.lend()
+        try:
+            return task()
+        finally:
+            # Before the turn is back, so nothing is done for this task after; one
+            # assignment, which `_run` and `_keep` read whole, needs no lock.
+            self._task = None
+            inbox.take_back(lent)
 
     def _run(self) -> None:
         while True:

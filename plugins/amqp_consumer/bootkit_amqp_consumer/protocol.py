@@ -160,9 +160,12 @@ def decode(
     Raises:
         BadMessageError: the reason says what is wrong; nothing was executed.
     """
-    raw = body.encode("utf-8") if isinstance(body, str) else body
-    if len(raw) > max_size:
-        raise BadMessageError("oversize", f"body of {len(raw)} bytes exceeds {max_size}")
+    # py-amqp hands a body over decoded when it names its encoding: an ASCII one is
+    # as long as its bytes, and JSON reads the text as it is.
+    if isinstance(body, str) and not body.isascii():
+        body = body.encode("utf-8")
+    if len(body) > max_size:
+        raise BadMessageError("oversize", f"body of {len(body)} bytes exceeds {max_size}")
     if content_type not in accept:
         raise BadMessageError(
             "content_type_refused", f"content type {content_type!r} is not accepted"
@@ -170,18 +173,21 @@ def decode(
     if headers is not None and not isinstance(headers, Mapping):
         raise BadMessageError("bad_headers", f"headers are {type(headers).__name__}, not a table")
     try:
-        if content_type == JSON and raw:  # kombu's JSON, with one decoder made once
-            payload = _JSON.decode(raw.decode("utf-8"))
+        if content_type == JSON and body:  # kombu's JSON, with one decoder made once
+            payload = _JSON.decode(body if isinstance(body, str) else body.decode("utf-8"))
         else:
+            raw = body.encode("utf-8") if isinstance(body, str) else body
             payload = loads(raw, content_type, content_encoding or "utf-8", accept=accept)
     except ContentDisallowed as exc:
         raise BadMessageError("content_type_refused", str(exc)) from None
     except Exception as exc:
         raise BadMessageError("undecodable", f"{type(exc).__name__}: {exc}") from None
-    headers = dict(headers or {})
+    # A table decoded for this message alone is used as it is, not copied.
+    headers = headers if type(headers) is dict else dict(headers or {})
+    properties = properties if type(properties) is dict else dict(properties or {})
     if "task" in headers:
-        return _v2(payload, headers, dict(properties or {}))
-    return _v1(payload, dict(properties or {}))
+        return _v2(payload, headers, properties)
+    return _v1(payload, properties)
 
 
 def _v2(payload: Any, headers: dict[str, Any], properties: dict[str, Any]) -> TaskRequest:

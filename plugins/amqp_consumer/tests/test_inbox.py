@@ -140,10 +140,11 @@ def test_a_lent_turn_is_taken_by_another_thread_and_the_loop_takes_it_back(
 
     thread = threading.Thread(target=keeper)
     thread.start()
-    with inbox.lent():
-        assert taken.wait(LONG), "the lent turn was not taken"
-        leaving.set()
-    order.append("the loop has it")  # leaving `lent` waited for the keeper
+    lent = inbox.lend()
+    assert taken.wait(LONG), "the lent turn was not taken"
+    leaving.set()
+    inbox.take_back(lent)
+    order.append("the loop has it")  # `take_back` waited for the keeper
     thread.join(timeout=LONG)
     assert order == ["keeper gives it back", "the loop has it"]
     assert not inbox.take_turn(), "the loop holds the turn again"
