@@ -28,9 +28,9 @@ JSON = "application/json"
 _JSON = json.JSONDecoder(object_hook=object_hook)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen, for speed: see `job`
 class TaskRequest:
-    """A decoded task message."""
+    """A decoded task message; not changed once made."""
 
     id: str
     name: str
