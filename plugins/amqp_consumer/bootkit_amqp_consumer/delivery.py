@@ -15,7 +15,7 @@ from bootkit_amqp_consumer.protocol import TaskRequest, decode
 from bootkit_amqp_consumer.state import WorkerState
 
 
-@dataclass
+@dataclass(slots=True)
 class Delivery:
     """A received task message and what became of it."""
 

@@ -23,6 +23,7 @@ from amqp.basic_message import Message as AMQPMessage
 from amqp.exceptions import FrameSyntaxError, UnexpectedFrame
 
 _LONG = Struct(">I").unpack_from
+_INT = Struct(">i").unpack_from
 CONTENT_METHODS = frozenset((spec.Basic.Return, spec.Basic.Deliver, spec.Basic.GetOk))
 DELIVER = spec.Basic.Deliver
 # basic.deliver's arguments after the consumer tag: delivery tag, the redelivered bit.
@@ -131,51 +132,66 @@ def _name(raw: bytes) -> Any:
 
 
 def _table(buf: bytes, offset: int, end: int) -> dict[Any, Any]:
-    # Strings and voids, nearly every field of a task message, are read inline.
+    # The kinds a task message's fields have (strings, voids, a retry count, a flag)
+    # are read inline; the rest by `_value`.
     table: dict[Any, Any] = {}
     names = _NAMES
     if type(buf) is not bytes:  # a name is looked up by its slice, which must hash
         buf = bytes(buf)
     while offset < end:
-        size = buf[offset]
-        offset += 1
-        raw = buf[offset : offset + size]
+        start = offset + 1
+        offset = start + buf[offset]
+        raw = buf[start:offset]
         key = names.get(raw)
         if key is None:
             key = _name(raw)
-        offset += size
         kind = buf[offset]
         if kind == 0x53:  # S: long string
-            (size,) = _LONG(buf, offset + 1)
-            offset += 5
-            raw = buf[offset : offset + size]
+            start = offset + 5
+            offset = start + _LONG(buf, offset + 1)[0]
+            raw = buf[start:offset]
             try:
                 table[key] = raw.decode("utf-8", "surrogatepass")
             except UnicodeDecodeError:
-                table[key] = bytes(raw)
-            offset += size
+                table[key] = raw
         elif kind == 0x56:  # V: void
             table[key] = None
             offset += 1
+        elif kind == 0x49:  # I: signed 32-bit
+            table[key] = _INT(buf, offset + 1)[0]
+            offset += 5
+        elif kind == 0x74:  # t: boolean
+            table[key] = buf[offset + 1] != 0
+            offset += 2
         else:
             table[key], offset = _value(buf, offset)
     return table
+
+
+def _present(flags: int) -> tuple[tuple[str, str], ...]:
+    """The (name, kind) of each property `flags` says is there, in wire order."""
+    return tuple((name, kind) for bit, name, kind in BASIC_PROPERTIES if flags & bit)
+
+
+# The properties each flag word holds: a producer sends the same few every time.
+_PRESENT: dict[int, tuple[tuple[str, str], ...]] = {}
 
 
 def decode_properties(buf: bytes, offset: int) -> tuple[dict[str, Any], int]:
     """Basic's content properties at `offset`: (properties, offset after them)."""
     (flags,) = unpack_from(">H", buf, offset)
     offset += 2
+    present = _PRESENT.get(flags)
+    if present is None:
+        present = _PRESENT[flags] = _present(flags)  # at most 2**14 flag words
     properties: dict[str, Any] = {}
-    for bit, name, kind in BASIC_PROPERTIES:
-        if not flags & bit:
-            continue
+    for name, kind in present:
         if kind == "s":
             size = buf[offset]
             properties[name] = _text(buf[offset + 1 : offset + 1 + size])
             offset += 1 + size
         elif kind == "F":
-            (size,) = unpack_from(">I", buf, offset)
+            (size,) = _LONG(buf, offset)
             offset += 4
             properties[name] = _table(buf, offset, offset + size)
             offset += size
