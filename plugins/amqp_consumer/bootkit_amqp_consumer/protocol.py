@@ -24,8 +24,9 @@ from bootkit_amqp_consumer.errors import BadMessageError
 
 JSON = "application/json"
 # What kombu's JSON decoder does (its types, such as datetimes, in {"__type__": ...}),
-# without making a decoder per message.
+# without making a decoder per message; a body that names no type needs no hook.
 _JSON = json.JSONDecoder(object_hook=object_hook)
+_PLAIN_JSON = json.JSONDecoder()
 
 
 @dataclass(slots=True)  # not frozen, for speed: see `job`
@@ -174,7 +175,8 @@ def decode(
         raise BadMessageError("bad_headers", f"headers are {type(headers).__name__}, not a table")
     try:
         if content_type == JSON and body:  # kombu's JSON, with one decoder made once
-            payload = _JSON.decode(body if isinstance(body, str) else body.decode("utf-8"))
+            text = body if isinstance(body, str) else body.decode("utf-8")
+            payload = (_JSON if "__type__" in text else _PLAIN_JSON).decode(text)
         else:
             raw = body.encode("utf-8") if isinstance(body, str) else body
             payload = loads(raw, content_type, content_encoding or "utf-8", accept=accept)

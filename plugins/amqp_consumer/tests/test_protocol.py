@@ -33,6 +33,25 @@ def roundtrip(body: Any, headers: dict[str, Any], properties: dict[str, Any] | N
     )
 
 
+def test_kombu_typed_json_values_decode_to_their_types() -> None:
+    # A Celery client's kombu writes a datetime argument as {"__type__": ...}.
+    from kombu.utils.json import dumps
+
+    when = datetime(2026, 12, 7, 13, 30, tzinfo=UTC)
+    for args in ([when, "x"], ["plain", {"__type__": None}], ["no types at all"]):
+        request = decode(
+            dumps([args, {"at": args[0]}, {}]).encode(),
+            content_type=JSON,
+            content_encoding="utf-8",
+            headers={"task": "proj.add", "id": "t1"},
+            properties={},
+            accept=ACCEPT,
+            max_size=1 << 20,
+        )
+        assert request.args == tuple(args)
+        assert request.kwargs == {"at": args[0]}
+
+
 def test_built_message_has_every_header_celery_sends() -> None:
     message = build("proj.add", (1, 2), {"z": 3}, task_id="t1", countdown=5, expires=60.0)
     assert set(message.headers) == HEADER_KEYS
