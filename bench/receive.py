@@ -202,7 +202,9 @@ def solo_path(header: bytes, body: bytes, args: Any) -> float:
         consumer.acks._send = lambda tag, multiple: sent.append(tag)  # made-up tags
         assert consumer.subscription is not None
         kombu_consumer = consumer.subscription.consumer
-        channel, tag = kombu_consumer.channel, kombu_consumer._active_tags[queue]
+        channel: Any = kombu_consumer.channel
+        channel_id: int = channel.channel_id
+        tag = kombu_consumer._active_tags[queue]
         buffer = conn.connection.transport._buffer
         consumer.inbox.hold()
         numbered = [0]
@@ -210,7 +212,7 @@ def solo_path(header: bytes, body: bytes, args: Any) -> float:
         def feed(_: bytes) -> None:  # fresh delivery tags each batch: acks are tracked
             first = numbered[0]
             numbered[0] += PER_BATCH
-            buffer.extend(numbered_batch(channel.channel_id, tag, queue, header, body, first))
+            buffer.extend(numbered_batch(channel_id, tag, queue, header, body, first))
 
         def pump() -> None:
             target = done + PER_BATCH
