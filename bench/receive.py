@@ -76,13 +76,7 @@ def capture(broker: str) -> tuple[bytes, bytes]:
     return header, body
 
 
-def batch(channel: int, tag: str, queue: str, header: bytes, body: bytes) -> bytes:
-    return numbered_batch(channel, tag, queue, header, body, 0)
-
-
-def numbered_batch(
-    channel: int, tag: str, queue: str, header: bytes, body: bytes, first: int
-) -> bytes:
+def batch(channel: int, tag: str, queue: str, header: bytes, body: bytes, first: int = 0) -> bytes:
     """PER_BATCH deliveries of the captured message, delivery tags after `first`."""
     out = []
     for n in range(first + 1, first + PER_BATCH + 1):
@@ -207,12 +201,12 @@ def solo_path(header: bytes, body: bytes, args: Any) -> float:
         tag = kombu_consumer._active_tags[queue]
         buffer = conn.connection.transport._buffer
         consumer.inbox.hold()
-        numbered = [0]
+        delivered = 0
 
         def feed(_: bytes) -> None:  # fresh delivery tags each batch: acks are tracked
-            first = numbered[0]
-            numbered[0] += PER_BATCH
-            buffer.extend(numbered_batch(channel_id, tag, queue, header, body, first))
+            nonlocal delivered
+            buffer.extend(batch(channel_id, tag, queue, header, body, delivered))
+            delivered += PER_BATCH
 
         def pump() -> None:
             target = done + PER_BATCH

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import logging
 import threading
 import time
 from collections import Counter, deque
@@ -53,6 +52,7 @@ from bootkit_amqp_consumer.pools import Pool, SoloPool
 from bootkit_amqp_consumer.protocol import TaskRequest, retry_of
 from bootkit_amqp_consumer.state import WorkerState
 from bootkit_amqp_consumer.subscription import QueueProbe, Subscription
+from bootkit_amqp_consumer.tasklog import TaskLog
 from bootkit_amqp_consumer.timer import Timer
 from bootkit_amqp_consumer.transport import Upkeep, drain, fetch, frame_ready, waitables
 
@@ -99,7 +99,7 @@ class TaskConsumer:
         if isinstance(pool, SoloPool):
             pool.consumer = self  # it runs tasks in this loop's thread: see keeper
         self.log = logger().bind(hostname=config.hostname)
-        self._log_tasks = self.log.is_enabled_for(logging.INFO)  # a line a task received, ended
+        self.task_log = TaskLog(self.log)
         self.losses = Losses(state, events, self.log)
 
     # -- set-up, called from the step's start ------------------------------------------
@@ -285,8 +285,7 @@ class TaskConsumer:
             self._reject(message, exc.reason, exc.detail)
             return
         request = delivery.request
-        if self._log_tasks:
-            self.log.info("task_received", task=request.name, task_id=request.id)
+        self.task_log.received(request)
         if self._seen_before(delivery):
             return
         self._accept(delivery)
@@ -451,32 +450,15 @@ class TaskConsumer:
             self._lost(delivery, outcome)
             self._dispatch()
             return
-        if outcome.state == "SUCCESS":
-            if self._log_tasks:
-                self.log.info("task_succeeded", **self._fields(request, outcome))
-        elif outcome.state == "RETRY":
+        if outcome.state == "RETRY":
             self._retry(delivery, outcome)
-            if self._log_tasks:
-                self.log.info(
-                    "task_retried", countdown=outcome.countdown, **self._fields(request, outcome)
-                )
-        else:
-            self.log.warning(
-                "task_failed",
-                exc_type=outcome.exc_type,
-                exc=outcome.exc_message,
-                **self._fields(request, outcome),
-            )
+        self.task_log.ended(request, outcome)
         if self.events is not None and self.events.task_events:
             self.events.task_ended(request.id, outcome)
         if delivery.acks_late and not delivery.acked:
             self._ack(delivery)
         self.state.processed[outcome.state.lower()] += 1
         self._dispatch()
-
-    @staticmethod
-    def _fields(request: TaskRequest, outcome: Outcome) -> dict[str, Any]:
-        return {"task": request.name, "task_id": request.id, "runtime": round(outcome.runtime, 6)}
 
     def _lost(self, delivery: Delivery, outcome: Outcome) -> None:
         """Its process died: terminated, if it was revoked (never requeued); else lost,

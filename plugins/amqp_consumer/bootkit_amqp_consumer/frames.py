@@ -125,9 +125,9 @@ def _name(raw: bytes) -> Any:
     try:
         name: Any = raw.decode("utf-8", "surrogatepass")
     except UnicodeDecodeError:
-        name = bytes(raw)
+        name = raw
     if len(_NAMES) < _NAMES_MAX:
-        _NAMES[bytes(raw)] = name
+        _NAMES[raw] = name
     return name
 
 
